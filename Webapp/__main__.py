@@ -1,0 +1,54 @@
+"""`python -m Webapp`: the embedded default (web + engine in one process, paper mode, sim feed)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from Webapp import create_app
+from Webapp.config.params import ParamsError
+from Webapp.config.settings import SettingsError, load_settings
+from Webapp.runtime import StartupError
+from Webapp.services import ensure_first_admin, start_services
+from Webapp.web.extensions import socketio
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings()
+        app = create_app(settings=settings)
+        start_services(app)
+    except (SettingsError, ParamsError, StartupError) as exc:
+        print(f"Ladder cannot start: {exc}", file=sys.stderr)
+        return 2
+    password = ensure_first_admin(app)
+    url = f"http://{settings.host}:{settings.port}/"
+    if password:
+        print(
+            "\n  First start: created the admin user.\n"
+            f"    username: admin\n    password: {password}\n"
+            "  It is shown only this once. Change it after logging in (Account → Change password)\n"
+            "  or with: .venv/bin/flask --app Webapp users set-password admin\n",
+            flush=True,
+        )
+    print(
+        f"  Ladder ({settings.trading_mode.value} mode, {settings.feed.value} feed) on {url}\n",
+        flush=True,
+    )
+    # Werkzeug's server is fine on 127.0.0.1 for one trader; production uses gunicorn (wsgi.py).
+    socketio.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        allow_unsafe_werkzeug=True,
+        use_reloader=False,
+        log_output=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

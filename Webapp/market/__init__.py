@@ -1,0 +1,1 @@
+"""Market data: latest prices, universes, candles and the feeds that fill them."""

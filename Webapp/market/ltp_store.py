@@ -1,0 +1,147 @@
+"""Thread-safe store of the latest traded price per trading symbol."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+_log = logging.getLogger(__name__)
+
+_INF = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The last trade seen for one symbol. Times are tz-aware UTC."""
+
+    symbol: str
+    ltp: float
+    volume: int
+    exchange_time: datetime | None
+    received_at: datetime
+
+
+QuoteCallback = Callable[[Quote], None]
+
+
+class LTPStore:
+    """Latest price per symbol, written by feed threads and read by everyone else.
+
+    Every `update` bumps `version`; readers that poll (the Socket.IO bridge, the
+    engine's ticks-ready handler) call `changes_since(last_seen_version)` to get
+    only what moved. Subscribers are called after each update in the updater's
+    thread with no lock held, so they may read or write the store; they must be
+    quick, because they run on the feed thread.
+    """
+
+    __slots__ = ("_lock", "_quotes", "_updated_at_version", "_version", "_subscribers")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._quotes: dict[str, Quote] = {}
+        # The store version at which each symbol last changed; what changes_since filters on.
+        self._updated_at_version: dict[str, int] = {}
+        self._version = 0
+        # Copy-on-write so the hot path iterates it without a lock.
+        self._subscribers: tuple[QuoteCallback, ...] = ()
+
+    def update(
+        self,
+        symbol: str,
+        ltp: float,
+        volume: int = 0,
+        exchange_time: datetime | None = None,
+        received_at: datetime | None = None,
+    ) -> Quote:
+        """Record a trade for `symbol` and return the stored Quote.
+
+        Raises ValueError for a non-positive or non-finite `ltp`.
+        """
+        # Chained comparison also rejects NaN, which compares false to everything.
+        if not 0.0 < ltp < _INF:
+            raise ValueError(f"ltp for {symbol!r} must be positive and finite, got {ltp!r}")
+        quote = Quote(
+            symbol,
+            ltp,
+            volume,
+            exchange_time,
+            datetime.now(UTC) if received_at is None else received_at,
+        )
+        with self._lock:
+            self._version += 1
+            self._quotes[symbol] = quote
+            self._updated_at_version[symbol] = self._version
+        for callback in self._subscribers:
+            try:
+                callback(quote)
+            except Exception:
+                _log.exception("LTP subscriber %r failed on %s", callback, symbol)
+        return quote
+
+    def get(self, symbol: str) -> Quote | None:
+        """The latest Quote for `symbol`, or None if it has never traded here."""
+        with self._lock:
+            return self._quotes.get(symbol)
+
+    def snapshot(self) -> dict[str, Quote]:
+        """A copy of every symbol's latest Quote, taken at one instant."""
+        with self._lock:
+            return dict(self._quotes)
+
+    @property
+    def version(self) -> int:
+        """A counter that grows by one on every update."""
+        return self._version
+
+    def changes_since(self, version: int) -> tuple[int, dict[str, Quote]]:
+        """(current version, latest Quote of each symbol updated after `version`).
+
+        Pass the returned version back next time to see each update exactly once;
+        a symbol updated several times in between appears once, with its latest Quote.
+        """
+        with self._lock:
+            current = self._version
+            if version >= current:
+                return current, {}
+            quotes = self._quotes
+            return current, {
+                symbol: quotes[symbol]
+                for symbol, updated_at in self._updated_at_version.items()
+                if updated_at > version
+            }
+
+    def subscribe(self, callback: QuoteCallback) -> Callable[[], None]:
+        """Call `callback(quote)` after every update; returns a function that unsubscribes.
+
+        The callback runs in the updater's thread with no store lock held. An
+        exception it raises is logged and never reaches the feed.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        with self._lock:
+            self._subscribers = self._subscribers + (callback,)
+
+        subscribed = True
+
+        def unsubscribe() -> None:
+            nonlocal subscribed
+            with self._lock:
+                if not subscribed:
+                    return
+                subscribed = False
+                callbacks = list(self._subscribers)
+                for index, registered in enumerate(callbacks):
+                    if registered is callback:
+                        del callbacks[index]
+                        break
+                self._subscribers = tuple(callbacks)
+
+        return unsubscribe
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._quotes)

@@ -1,0 +1,1 @@
+"""The momentum ladder: pure rules, signals, and the engine thread that applies them."""

@@ -1,0 +1,1 @@
+"""The browser side: blueprints, forms, Socket.IO events and CLI commands."""

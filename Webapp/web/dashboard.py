@@ -1,0 +1,45 @@
+"""The dashboard: live prices (pushed over Socket.IO) and the process's status."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from Webapp.market.ltp_store import Quote
+from Webapp.runtime import Runtime
+from Webapp.web.appstate import app_state
+from Webapp.web.timefmt import ist
+
+bp = Blueprint("dashboard", __name__)
+
+
+def price_row(quote: Quote, reference_price: float | None) -> dict:
+    """One row of the prices table; the page and the socket push both use it."""
+    change_pct = None
+    if reference_price:
+        change_pct = round((quote.ltp / reference_price - 1) * 100, 2)
+    return {
+        "symbol": quote.symbol,
+        "ltp": f"{quote.ltp:.2f}",
+        "change_pct": None if change_pct is None else f"{change_pct:+.2f}",
+        "volume": quote.volume,
+        "time": ist(quote.received_at, "%H:%M:%S"),
+    }
+
+
+def price_rows(runtime: Runtime | None) -> list[dict]:
+    if runtime is None:
+        return []
+    refs = runtime.reference_prices
+    snapshot = runtime.store.snapshot()
+    return [price_row(snapshot[symbol], refs.get(symbol)) for symbol in sorted(snapshot)]
+
+
+@bp.get("/")
+def index():
+    runtime = app_state().runtime
+    return render_template(
+        "dashboard.html",
+        rows=price_rows(runtime),
+        universe=[] if runtime is None else runtime.universe,
+        health=None if runtime is None else runtime.health(),
+    )
