@@ -31,7 +31,7 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    """Everything an operator sets through the environment (or instance/.env)."""
+    """Everything an operator sets through environment variables."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 

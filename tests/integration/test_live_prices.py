@@ -1,4 +1,4 @@
-"""Prices flow feed → LTP store → engine → event bus → Socket.IO, coalesced, to logged-in users only."""
+"""Prices flow feed → store → engine → bus → Socket.IO, coalesced, to logged-in users only."""
 
 from __future__ import annotations
 
