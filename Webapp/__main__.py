@@ -9,7 +9,7 @@ from Webapp import create_app
 from Webapp.config.params import ParamsError
 from Webapp.config.settings import SettingsError, load_settings
 from Webapp.runtime import StartupError
-from Webapp.services import ensure_first_admin, start_services
+from Webapp.services import ensure_first_admin, start_services, stop_services
 from Webapp.web.extensions import socketio
 
 
@@ -39,14 +39,23 @@ def main() -> int:
         flush=True,
     )
     # Werkzeug's server is fine on 127.0.0.1 for one trader; production uses gunicorn (wsgi.py).
-    socketio.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        allow_unsafe_werkzeug=True,
-        use_reloader=False,
-        log_output=False,
-    )
+    try:
+        socketio.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            allow_unsafe_werkzeug=True,
+            use_reloader=False,
+            log_output=False,
+        )
+    except OSError as exc:  # typically the port is taken by another process
+        print(
+            f"Ladder cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        stop_services(app)
     return 0
 
 

@@ -5,13 +5,55 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 _log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Any], None]
 
 WILDCARD = "*"
+
+C = TypeVar("C", bound=Callable[..., Any])
+
+
+class Subscribers(Generic[C]):
+    """Copy-on-write list of callbacks, shared by the bus and the LTP store.
+
+    `current` is a tuple replaced on every change, so a hot path iterates it
+    without taking the lock; `add` returns a remover that is safe to call twice.
+    """
+
+    __slots__ = ("_lock", "current")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.current: tuple[C, ...] = ()
+
+    def add(self, callback: C) -> Callable[[], None]:
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        with self._lock:
+            self.current = self.current + (callback,)
+        removed = False
+
+        def remove() -> None:
+            nonlocal removed
+            with self._lock:
+                if removed:
+                    return
+                removed = True
+                # Only the first match: the same function may be subscribed twice.
+                callbacks = list(self.current)
+                for index, registered in enumerate(callbacks):
+                    if registered is callback:
+                        del callbacks[index]
+                        break
+                self.current = tuple(callbacks)
+
+        return remove
+
+    def __len__(self) -> int:
+        return len(self.current)
 
 
 class EventBus:
@@ -30,7 +72,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._handlers: dict[str, tuple[Handler, ...]] = {}
+        self._topics: dict[str, Subscribers[Handler]] = {}
 
     def subscribe(self, topic: str, handler: Handler) -> Callable[[], None]:
         """Call `handler(topic, payload)` for every publish on `topic` ("*" for all topics).
@@ -39,37 +81,17 @@ class EventBus:
         """
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"topic must be a non-empty string, got {topic!r}")
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
         with self._lock:
-            self._handlers[topic] = self._handlers.get(topic, ()) + (handler,)
-
-        subscribed = True
-
-        def unsubscribe() -> None:
-            nonlocal subscribed
-            with self._lock:
-                if not subscribed:
-                    return
-                subscribed = False
-                handlers = list(self._handlers.get(topic, ()))
-                for index, registered in enumerate(handlers):
-                    if registered is handler:
-                        del handlers[index]
-                        break
-                if handlers:
-                    self._handlers[topic] = tuple(handlers)
-                else:
-                    self._handlers.pop(topic, None)
-
-        return unsubscribe
+            subscribers = self._topics.setdefault(topic, Subscribers())
+        return subscribers.add(handler)
 
     def publish(self, topic: str, payload: Any) -> None:
         """Deliver `payload` to the handlers of `topic` and of "*", in this thread."""
         with self._lock:
-            handlers = self._handlers.get(topic, ())
-            if topic != WILDCARD:
-                handlers += self._handlers.get(WILDCARD, ())
+            own, wildcard = self._topics.get(topic), self._topics.get(WILDCARD)
+        handlers = own.current if own is not None else ()
+        if topic != WILDCARD and wildcard is not None:
+            handlers += wildcard.current
         for handler in handlers:
             try:
                 handler(topic, payload)
@@ -80,5 +102,5 @@ class EventBus:
         """How many subscriptions `topic` has (all topics when None); for health pages and tests."""
         with self._lock:
             if topic is None:
-                return sum(len(handlers) for handlers in self._handlers.values())
-            return len(self._handlers.get(topic, ()))
+                return sum(len(subscribers) for subscribers in self._topics.values())
+            return len(self._topics.get(topic, ()))

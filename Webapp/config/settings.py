@@ -79,7 +79,8 @@ def load_settings(**overrides: object) -> Settings:
 
 def ensure_secret_key(instance_path: Path) -> str:
     """Return the instance's SECRET_KEY, creating it (mode 0600) on first run."""
-    instance_path.mkdir(parents=True, exist_ok=True)
+    # The folder holds the key and the DB with password hashes: owner only.
+    instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_file = instance_path / "secret_key"
     if key_file.exists():
         return key_file.read_text().strip()

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from Webapp.event_bus import Subscribers
+
 _log = logging.getLogger(__name__)
 
 _INF = math.inf
@@ -47,7 +49,7 @@ class LTPStore:
         self._updated_at_version: dict[str, int] = {}
         self._version = 0
         # Copy-on-write so the hot path iterates it without a lock.
-        self._subscribers: tuple[QuoteCallback, ...] = ()
+        self._subscribers: Subscribers[QuoteCallback] = Subscribers()
 
     def update(
         self,
@@ -75,7 +77,7 @@ class LTPStore:
             self._version += 1
             self._quotes[symbol] = quote
             self._updated_at_version[symbol] = self._version
-        for callback in self._subscribers:
+        for callback in self._subscribers.current:
             try:
                 callback(quote)
             except Exception:
@@ -120,27 +122,7 @@ class LTPStore:
         The callback runs in the updater's thread with no store lock held. An
         exception it raises is logged and never reaches the feed.
         """
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, got {callback!r}")
-        with self._lock:
-            self._subscribers = self._subscribers + (callback,)
-
-        subscribed = True
-
-        def unsubscribe() -> None:
-            nonlocal subscribed
-            with self._lock:
-                if not subscribed:
-                    return
-                subscribed = False
-                callbacks = list(self._subscribers)
-                for index, registered in enumerate(callbacks):
-                    if registered is callback:
-                        del callbacks[index]
-                        break
-                self._subscribers = tuple(callbacks)
-
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     def __len__(self) -> int:
         with self._lock:

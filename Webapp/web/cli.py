@@ -25,6 +25,12 @@ def _state() -> AppState:
     return current_app.extensions["ladder"]
 
 
+def _new_password(generate: bool, prompt: str) -> str:
+    if generate:
+        return users.generate_password()
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+
+
 def _fail(message: str) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(1)
@@ -36,10 +42,7 @@ def _fail(message: str) -> None:
 @click.option("--generate", is_flag=True, help="Generate a random password and print it once.")
 def create_user(username: str, role: str, generate: bool) -> None:
     """Create a user (asks for the password unless --generate)."""
-    if generate:
-        password = users.generate_password()
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _new_password(generate, "Password")
     try:
         with transaction(_state().sessions) as session:
             users.create_user(session, username, password, role)
@@ -86,10 +89,7 @@ def disable_user(username: str, enable: bool) -> None:
 @click.option("--generate", is_flag=True, help="Generate a random password and print it once.")
 def set_password(username: str, generate: bool) -> None:
     """Set a user's password (ends that user's sessions)."""
-    if generate:
-        password = users.generate_password()
-    else:
-        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    password = _new_password(generate, "New password")
     try:
         with transaction(_state().sessions) as session:
             user = users.get_by_username(session, username)

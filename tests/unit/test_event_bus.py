@@ -6,25 +6,8 @@ import logging
 import queue
 import threading
 
+from tests.helpers import finishes_within
 from Webapp.event_bus import EventBus
-
-
-def _finishes_within(fn, timeout: float = 5.0) -> bool:
-    """Run fn in a daemon thread; False if it is still running after `timeout` (a deadlock)."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # re-raised in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if errors:
-        raise errors[0]
-    return not thread.is_alive()
 
 
 def test_handler_receives_topic_and_payload_of_its_topic_only():
@@ -146,7 +129,7 @@ def test_handler_can_publish_subscribe_and_unsubscribe_without_deadlock():
     bus.subscribe("ticks", relay)
     bus.subscribe("echo", lambda topic, payload: received.append(("echo", payload)))
 
-    assert _finishes_within(lambda: bus.publish("ticks", 5))
+    assert finishes_within(lambda: bus.publish("ticks", 5))
     assert received == [("echo", 5)]
     assert bus.subscriber_count("late") == 0
 

@@ -11,25 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.helpers import finishes_within
 from Webapp.market.ltp_store import LTPStore, Quote
-
-
-def _finishes_within(fn, timeout: float = 5.0) -> bool:
-    """Run fn in a daemon thread; False if it is still running after `timeout` (a deadlock)."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # re-raised in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if errors:
-        raise errors[0]
-    return not thread.is_alive()
 
 
 def test_update_stores_a_quote_that_get_returns():
@@ -210,6 +193,6 @@ def test_subscriber_may_read_and_write_the_store_without_deadlock():
 
     store.subscribe(mirror)
 
-    assert _finishes_within(lambda: store.update("RELIANCE", 1364.0))
+    assert finishes_within(lambda: store.update("RELIANCE", 1364.0))
     assert store.get("NIFTY-SPOT").ltp == pytest.approx(13640.0)
     assert store.version == 2
