@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 from Webapp import create_app
@@ -13,15 +14,32 @@ from Webapp.services import ensure_first_admin, start_services, stop_services
 from Webapp.web.extensions import socketio
 
 
+class PortTaken(Exception):
+    """The listening address is in use: checked before anything is announced."""
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortTaken(
+                f"{host}:{port}: {exc.strerror or exc} (another Ladder running? "
+                "set PORT to use another port)"
+            ) from None
+
+
 def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         settings = load_settings()
+        _check_port_free(settings.host, settings.port)
         app = create_app(settings=settings)
         start_services(app)
-    except (SettingsError, ParamsError, StartupError) as exc:
+    except (SettingsError, ParamsError, StartupError, PortTaken) as exc:
         print(f"Ladder cannot start: {exc}", file=sys.stderr)
         return 2
     password = ensure_first_admin(app)

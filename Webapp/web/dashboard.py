@@ -16,11 +16,16 @@ def price_row(quote: Quote, reference_price: float | None) -> dict:
     """One row of the prices table; the page and the socket push both use it."""
     change_pct = None
     if reference_price:
-        change_pct = round((quote.ltp / reference_price - 1) * 100, 2)
+        # + 0.0 turns a rounded -0.0 into 0.0, so a flat price shows "+0.00", not "-0.00".
+        change_pct = round((quote.ltp / reference_price - 1) * 100, 2) + 0.0
+    direction = ""
+    if change_pct:
+        direction = "up" if change_pct > 0 else "down"
     return {
         "symbol": quote.symbol,
         "ltp": f"{quote.ltp:.2f}",
         "change_pct": None if change_pct is None else f"{change_pct:+.2f}",
+        "direction": direction,
         "volume": quote.volume,
         "time": ist(quote.received_at, "%H:%M:%S"),
     }

@@ -40,8 +40,8 @@
     if (!isNaN(before) && now !== before) ltp.classList.add(now > before ? "tick-up" : "tick-down");
     const change = cell(tr, "change");
     change.textContent = row.change_pct || "";
-    change.classList.toggle("up", !!row.change_pct && row.change_pct[0] === "+");
-    change.classList.toggle("down", !!row.change_pct && row.change_pct[0] === "-");
+    change.classList.toggle("up", row.direction === "up");
+    change.classList.toggle("down", row.direction === "down");
     cell(tr, "volume").textContent = row.volume;
     cell(tr, "time").textContent = row.time;
   }

@@ -113,3 +113,16 @@ def test_dashboard_renders_current_prices_without_javascript(admin_client, runti
     for symbol, ltp in latest.items():
         assert f'data-symbol="{escape(symbol)}"' in page  # M&M is M&amp;M in HTML
         assert f"{ltp:.2f}" in page
+
+
+def test_a_flat_price_shows_no_minus_sign():
+    from datetime import UTC, datetime
+
+    from Webapp.market.ltp_store import Quote
+    from Webapp.web.dashboard import price_row
+
+    quote = Quote("INFY", 1499.99, 0, None, datetime.now(UTC))
+    row = price_row(quote, 1500.0)
+    assert (row["change_pct"], row["direction"]) == ("+0.00", "")
+    assert price_row(quote, 1400.0)["direction"] == "up"
+    assert price_row(quote, 1600.0)["direction"] == "down"
