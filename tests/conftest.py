@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,27 @@ def pg_url():
     finally:
         engine.dispose()
     return PG_URL
+
+
+@pytest.fixture
+def pg_database(pg_url):
+    """A fresh, empty PostgreSQL database for one test (dropped after), as a SQLAlchemy URL.
+
+    Tests never share tables, so they can run in parallel and leave nothing behind.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"ladder_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

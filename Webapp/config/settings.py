@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.instance_path / 'ladder.db'}"
 
+    @property
+    def resolved_market_database_url(self) -> str:
+        """PostgreSQL when MARKET_DATABASE_URL is set, else a SQLite file beside the app DB."""
+        return self.market_database_url or f"sqlite:///{self.instance_path / 'market.db'}"
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; turn pydantic's errors into one readable message."""
