@@ -64,7 +64,8 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
 
 
 def _init_extensions(app: Flask) -> None:
-    from Webapp.web import sockets  # noqa: F401  (registers the Socket.IO handlers)
+    # Importing registers the Socket.IO handlers; before init_app, so every app gets them.
+    from Webapp.web import data_sockets, sockets  # noqa: F401
     from Webapp.web.auth import require_login
     from Webapp.web.extensions import csrf, limiter, login_manager, socketio
 
@@ -79,11 +80,12 @@ def _init_extensions(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from Webapp.web import auth, cli, dashboard, health, users_admin
+    from Webapp.web import auth, cli, dashboard, data, data_cli, health, users_admin
 
-    for module in (auth, dashboard, health, users_admin):
+    for module in (auth, dashboard, data, health, users_admin):
         app.register_blueprint(module.bp)
     cli.register(app)
+    data_cli.register(app)
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):

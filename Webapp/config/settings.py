@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
@@ -51,6 +52,20 @@ class Settings(BaseSettings):
     # How often the browser gets a coalesced price update, per second.
     price_push_hz: float = Field(default=4.0, gt=0, le=50)
     login_rate_limit: str = "5 per minute"
+
+    # FEED=kite. Until the settings page stores credentials encrypted (the brokers
+    # issue), they come from the environment; the token is never logged or shown.
+    kite_api_key: str = ""
+    kite_access_token: str = Field(default="", repr=False)
+    kite_ws_root: str = ""  # empty: Kite's own; tests point it at tests/kitesim
+    kite_rest_root: str = ""
+    kite_instruments_path: Path | None = None  # Kite's instruments CSV; else fetched from Kite
+
+    # FEED=replay: stored candles played along their price path at REPLAY_SPEED x.
+    replay_timeframe: str = "5m"
+    replay_from: date | None = None
+    replay_to: date | None = None
+    replay_speed: float = Field(default=60.0, ge=0)
 
     @field_validator("instance_path", "params_path", mode="before")
     @classmethod

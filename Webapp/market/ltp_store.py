@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from Webapp.event_bus import Subscribers
@@ -28,6 +28,18 @@ class Quote:
 
 
 QuoteCallback = Callable[[Quote], None]
+
+# LTPStore.update builds each Quote through its slot descriptors: the same frozen
+# Quote as Quote(...), in about half the time of the dataclass __init__, which
+# matters on the feed thread (bench/tick_pipeline.py). Adding a field to Quote
+# means adding it there too; this check makes forgetting it fail at import.
+_QUOTE_FIELDS = ("symbol", "ltp", "volume", "exchange_time", "received_at")
+if tuple(field.name for field in fields(Quote)) != _QUOTE_FIELDS:
+    raise RuntimeError("Quote's fields changed: update LTPStore.update's fast construction")
+_new_quote = object.__new__
+_set_symbol, _set_ltp, _set_volume, _set_exchange_time, _set_received_at = (
+    Quote.__dict__[name].__set__ for name in _QUOTE_FIELDS
+)
 
 
 class LTPStore:
@@ -66,17 +78,16 @@ class LTPStore:
         # Chained comparison also rejects NaN, which compares false to everything.
         if not 0.0 < ltp < _INF:
             raise ValueError(f"ltp for {symbol!r} must be positive and finite, got {ltp!r}")
-        quote = Quote(
-            symbol,
-            ltp,
-            volume,
-            exchange_time,
-            datetime.now(UTC) if received_at is None else received_at,
-        )
+        quote = _new_quote(Quote)
+        _set_symbol(quote, symbol)
+        _set_ltp(quote, ltp)
+        _set_volume(quote, volume)
+        _set_exchange_time(quote, exchange_time)
+        _set_received_at(quote, datetime.now(UTC) if received_at is None else received_at)
         with self._lock:
-            self._version += 1
+            version = self._version = self._version + 1
             self._quotes[symbol] = quote
-            self._updated_at_version[symbol] = self._version
+            self._updated_at_version[symbol] = version
         for callback in self._subscribers.current:
             try:
                 callback(quote)

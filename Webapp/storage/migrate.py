@@ -21,3 +21,21 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+# The market (OHLCV) database has its own environment and version table
+# (alembic_version_market), so it may be a separate database or the app's own.
+MARKET_MIGRATIONS_DIR = MIGRATIONS_DIR / "market"
+
+
+def market_alembic_config(url: str) -> Config:
+    cfg = Config(str(MARKET_MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MARKET_MIGRATIONS_DIR))
+    cfg.attributes["url"] = url
+    cfg.attributes["configure_logging"] = False
+    return cfg
+
+
+def upgrade_market(url: str, revision: str = "head") -> None:
+    """Bring the market (OHLCV) database at `url` to `revision`."""
+    command.upgrade(market_alembic_config(url), revision)

@@ -39,6 +39,11 @@ from pathlib import Path
 PINS: dict[str, tuple[str, str, str]] = {
     "htmx.min.js": ("htmx.org", "2.0.11", "dist/htmx.min.js"),
     "socket.io.min.js": ("socket.io-client", "4.8.4", "dist/socket.io.min.js"),
+    "lightweight-charts.standalone.production.js": (
+        "lightweight-charts",
+        "5.2.1",
+        "dist/lightweight-charts.standalone.production.js",
+    ),
 }
 
 VENDOR_DIR = Path(__file__).resolve().parent

@@ -85,6 +85,15 @@ def test_socket_io_client_is_a_4x_release():
     assert _major(entry.version) == 4
 
 
+def test_lightweight_charts_is_the_standalone_5x_build():
+    entry = _versions()["lightweight-charts.standalone.production.js"]
+    assert entry.package == "lightweight-charts"
+    assert _major(entry.version) == 5
+    head = (VENDOR_DIR / entry.file).read_text(encoding="utf-8")[:400]
+    # The standalone build defines window.LightweightCharts; the .mjs builds do not.
+    assert f"Lightweight Charts™ v{entry.version}" in head
+
+
 def test_check_fails_and_names_a_file_whose_content_changed(tmp_path):
     for path in VENDOR_DIR.iterdir():
         if path.is_file():

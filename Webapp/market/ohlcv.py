@@ -1,0 +1,533 @@
+"""The OHLCV store: candles on PostgreSQL (COPY bulk loads) or in a SQLite file, one API.
+
+Rows are keyed by (symbol, timeframe, ts); `ts` is the candle's start. On
+PostgreSQL it is a timestamptz; on SQLite it is INTEGER seconds since the Unix
+epoch, UTC (see migrations/market/versions/0001_ohlcv.py). Either way every
+method takes and returns aware datetimes, and times come back in UTC.
+
+Writes are idempotent: writing a candle that is already stored unchanged
+changes nothing, a changed one is updated, and a batch is stored whole or not
+at all. Both write methods return how many rows they inserted or changed.
+Reads go through the raw DBAPI cursor and build Candles directly: a year of
+15-minute candles comes back in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from itertools import chain, repeat
+from types import MemberDescriptorType
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from Webapp.market.calendar import MarketCalendar
+from Webapp.market.candle import Candle, Timeframe
+from Webapp.storage.db import make_engine
+
+# SQL text below is built from these constant names only (hence the noqa: S608);
+# every value travels as a bound parameter.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+_fromtimestamp = datetime.fromtimestamp
+
+_VALUES = ("open", "high", "low", "close", "volume", "ema_9", "ema_21", "ema_50", "ema_200")
+_COLUMNS = ("symbol", "timeframe", "ts", *_VALUES)
+_COLS = ", ".join(_COLUMNS)
+_SELECT = "SELECT ts, " + ", ".join(_VALUES) + " FROM ohlcv"  # noqa: S608
+_COPY_TYPES = ["text", "text", "timestamptz"] + ["float8"] * 4 + ["int8"] + ["float8"] * 4
+_TF_ORDER = {tf: i for i, tf in enumerate(Timeframe)}
+
+# Changed rows only: re-writing an identical candle must not touch the row.
+_SET = ", ".join(f"{c} = excluded.{c}" for c in _VALUES)
+_ON_CONFLICT_PG = (
+    f"ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET {_SET} "
+    f"WHERE ({', '.join('t.' + c for c in _VALUES)}) IS DISTINCT FROM "
+    f"({', '.join('excluded.' + c for c in _VALUES)})"
+)
+_UPSERT_PG = (
+    f"INSERT INTO ohlcv AS t ({_COLS}) VALUES ({', '.join(['%s'] * 12)}) "  # noqa: S608
+    + _ON_CONFLICT_PG
+)
+_UPSERT_SQLITE = (
+    f"INSERT INTO ohlcv ({_COLS}) VALUES ({', '.join(['?'] * 12)}) "  # noqa: S608
+    f"ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET {_SET} "
+    f"WHERE {' OR '.join(f'ohlcv.{c} IS NOT excluded.{c}' for c in _VALUES)}"
+)
+# The staged merge: the join drops unchanged rows before they reach ON CONFLICT,
+# which would otherwise lock (and so write) every existing row it meets.
+_MERGE_STAGE_PG = (
+    f"INSERT INTO ohlcv AS t ({_COLS}) SELECT {', '.join('s.' + c for c in _COLUMNS)} "  # noqa: S608
+    "FROM ohlcv_load s LEFT JOIN ohlcv o "
+    "ON o.symbol = s.symbol AND o.timeframe = s.timeframe AND o.ts = s.ts "
+    f"WHERE o.ts IS NULL OR ({', '.join('o.' + c for c in _VALUES)}) IS DISTINCT FROM "
+    f"({', '.join('s.' + c for c in _VALUES)}) {_ON_CONFLICT_PG}"
+)
+_ANY_STORED_PG = (
+    "SELECT EXISTS (SELECT 1 FROM unnest(%s::text[], %s::text[], %s::timestamptz[], "
+    "%s::timestamptz[]) AS r(symbol, timeframe, first_ts, last_ts) WHERE EXISTS ("
+    "SELECT 1 FROM ohlcv o WHERE o.symbol = r.symbol AND o.timeframe = r.timeframe "
+    "AND o.ts BETWEEN r.first_ts AND r.last_ts))"
+)
+# Distinct symbols by skipping along the primary key: one index probe per symbol.
+_SYMBOLS = (
+    "WITH RECURSIVE s(symbol) AS (SELECT min(symbol) FROM ohlcv UNION ALL "
+    "SELECT (SELECT min(symbol) FROM ohlcv WHERE symbol > s.symbol) FROM s "
+    "WHERE s.symbol IS NOT NULL) SELECT symbol FROM s WHERE symbol IS NOT NULL"
+)
+
+Span = tuple[datetime, datetime]
+
+
+class InvalidCandles(ValueError):
+    """The store refused a batch; nothing of it was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageRow:
+    """What is stored for one series. `gaps` counts the calendar's bars from first
+    to last (both included) that are missing; stored bars off the calendar do not
+    reduce it."""
+
+    symbol: str
+    timeframe: Timeframe
+    first: datetime
+    last: datetime
+    count: int
+    gaps: int
+
+
+def make_market_engine(url: str) -> Engine:
+    """An engine for the market database: SQLite via the app's make_engine, or
+    PostgreSQL through psycopg 3 with the session in UTC (so timestamptz values
+    come back as UTC datetimes)."""
+    parsed = make_url(url)
+    name, _, driver = parsed.drivername.partition("+")
+    if name == "sqlite":
+        return make_engine(url)
+    if name not in ("postgresql", "postgres"):
+        raise ValueError(f"the OHLCV store needs PostgreSQL or SQLite, not {name!r}")
+    if driver not in ("", "psycopg"):
+        raise ValueError(f"the OHLCV store talks to PostgreSQL through psycopg 3, not {driver!r}")
+    options = parsed.query.get("options")
+    utc = "-c TimeZone=UTC"
+    return create_engine(
+        parsed.set(drivername="postgresql+psycopg"),
+        pool_pre_ping=True,
+        connect_args={"options": f"{options} {utc}" if isinstance(options, str) else utc},
+    )
+
+
+class OHLCVStore:
+    """Candles keyed by (symbol, timeframe, ts) on PostgreSQL or SQLite."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = make_market_engine(url)
+        self.backend: str = self._engine.dialect.name  # "postgresql" | "sqlite"
+        self._pg = self.backend == "postgresql"
+
+    def migrate(self) -> None:
+        """Create or upgrade the market schema (Alembic, migrations/market)."""
+        from Webapp.storage.migrate import upgrade_market
+
+        upgrade_market(self.url)
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def upsert(self, candles: Sequence[Candle]) -> int:
+        """Store a small batch (closed live candles, one fetch chunk): new rows are
+        inserted, changed ones updated, identical ones left alone, in one transaction."""
+        timeframes = _timeframes(_spans(candles))
+        if not timeframes:
+            return 0
+        with _refusals():
+            return self._upsert(candles, timeframes)
+
+    def _upsert(self, candles: Sequence[Candle], timeframes: dict) -> int:
+        with self._writing() as raw:
+            if not self._pg:
+                return raw.executemany(_UPSERT_SQLITE, _sqlite_rows(candles, timeframes)).rowcount
+            with raw.cursor() as cur:
+                cur.executemany(_UPSERT_PG, _pg_rows(candles, timeframes))
+                return cur.rowcount
+
+    def bulk_load(self, candles: Sequence[Candle]) -> int:
+        """Store a large batch (an import), with the same result as `upsert`.
+
+        PostgreSQL: binary COPY straight into the table when no stored candle
+        falls in the batch's range, else COPY into a temporary table merged with
+        one INSERT ... ON CONFLICT. SQLite: one executemany in one transaction.
+        """
+        spans = _spans(candles)
+        if not spans:
+            return 0
+        timeframes = _timeframes(spans)
+        with _refusals():
+            if not self._pg:
+                return self._upsert(candles, timeframes)
+            if not self._any_stored(spans):
+                try:
+                    return self._pg_load(candles, timeframes, staged=False)
+                except psycopg.errors.UniqueViolation:
+                    pass  # another writer stored part of the range since the check: merge
+            return self._pg_load(candles, timeframes, staged=True)
+
+    def _any_stored(self, spans: dict[tuple[str, Timeframe], Span]) -> bool:
+        keys = list(spans)
+        params = (
+            [symbol for symbol, _ in keys],
+            [tf.value for _, tf in keys],
+            [spans[k][0] for k in keys],
+            [spans[k][1] for k in keys],
+        )
+        return bool(self._fetch(_ANY_STORED_PG, params)[0][0])
+
+    def _pg_load(self, candles: Sequence[Candle], timeframes: dict, *, staged: bool) -> int:
+        with self._writing() as raw, raw.cursor() as cur:
+            if staged:
+                cur.execute("CREATE TEMP TABLE ohlcv_load (LIKE ohlcv) ON COMMIT DROP")
+            target = "ohlcv_load" if staged else "ohlcv"
+            with cur.copy(f"COPY {target} ({_COLS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_COPY_TYPES)
+                write_row = copy.write_row
+                for row in _pg_rows(candles, timeframes):
+                    write_row(row)
+            if staged:
+                cur.execute(_MERGE_STAGE_PG)
+            return cur.rowcount
+
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        """The driver's connection inside one transaction: committed on success."""
+        with self._engine.begin() as conn:
+            yield conn.connection.driver_connection
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def candles(
+        self,
+        symbol: str,
+        timeframe: Timeframe | str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Candle]:
+        """Candles with start <= ts < end (either bound optional), oldest first; at
+        most `limit` of them, counted from the oldest."""
+        tf = Timeframe(timeframe)
+        where, params = self._where(symbol, tf, start, end)
+        sql = f"{_SELECT} WHERE {where} ORDER BY ts"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(_count(limit, "limit"))
+        return self._build(symbol, tf, self._fetch(sql, params))
+
+    def last_candles(self, symbol: str, timeframe: Timeframe | str, n: int) -> list[Candle]:
+        """The newest `n` candles, oldest first."""
+        tf = Timeframe(timeframe)
+        where, params = self._where(symbol, tf, None, None)
+        params.append(_count(n, "n"))
+        rows = self._fetch(f"{_SELECT} WHERE {where} ORDER BY ts DESC LIMIT %s", params)
+        rows.reverse()
+        return self._build(symbol, tf, rows)
+
+    def stored_ts(
+        self,
+        symbol: str,
+        timeframe: Timeframe | str,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> set[datetime]:
+        """Starts of the stored candles with start <= ts < end: what a resumable
+        fetch can skip."""
+        where, params = self._where(symbol, Timeframe(timeframe), start, end)
+        rows = self._fetch(f"SELECT ts FROM ohlcv WHERE {where}", params)  # noqa: S608
+        if self._pg:
+            return set(chain.from_iterable(rows))
+        return set(map(_fromtimestamp, chain.from_iterable(rows), repeat(UTC)))
+
+    def first_last(self, symbol: str, timeframe: Timeframe | str) -> Span | None:
+        """(first, last) candle start of one series; None when nothing is stored."""
+        where, params = self._where(symbol, Timeframe(timeframe), None, None)
+        sql = f"SELECT min(ts), max(ts) FROM ohlcv WHERE {where}"  # noqa: S608
+        first, last = self._fetch(sql, params)[0]
+        if first is None:
+            return None
+        return (first, last) if self._pg else (_utc(first), _utc(last))
+
+    def symbols(self, timeframe: Timeframe | str | None = None) -> list[str]:
+        """Symbols with at least one candle (of `timeframe`, when given), sorted bytewise."""
+        if timeframe is None:
+            return [s for (s,) in self._fetch(_SYMBOLS, [])]
+        sql = (
+            f"{_SYMBOLS} AND EXISTS (SELECT 1 FROM ohlcv o "  # noqa: S608
+            "WHERE o.symbol = s.symbol AND o.timeframe = %s)"
+        )
+        return [s for (s,) in self._fetch(sql, [Timeframe(timeframe).value])]
+
+    def coverage(
+        self,
+        symbol: str | None = None,
+        timeframe: Timeframe | str | None = None,
+        calendar: MarketCalendar | None = None,
+    ) -> list[CoverageRow]:
+        """First, last, count and gaps per series (sorted by symbol, then timeframe
+        from 1m to 1d); gaps are counted against `calendar`, NSE's by default."""
+        calendar = calendar or MarketCalendar.nse()
+        conditions, params = [], []
+        if symbol is not None:
+            conditions.append("symbol = %s")
+            params.append(symbol)
+        if timeframe is not None:
+            conditions.append("timeframe = %s")
+            params.append(Timeframe(timeframe).value)
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        sql = f"SELECT symbol, timeframe, min(ts), max(ts), count(*) FROM ohlcv {where}"  # noqa: S608
+        groups = self._fetch(sql + "GROUP BY symbol, timeframe", params)
+        groups.sort(key=lambda g: (g[0], _TF_ORDER[Timeframe(g[1])]))
+        to_datetime = _same if self._pg else _utc
+        spans = [(s, Timeframe(tf), to_datetime(a), to_datetime(b), n) for s, tf, a, b, n in groups]
+        expected = _ExpectedBars(calendar, spans)
+        # Epoch seconds on both backends: ints hash and compare far faster than datetimes.
+        epoch = "date_part('epoch', ts)::bigint" if self._pg else "ts"
+        sql = f"SELECT {epoch} FROM ohlcv WHERE symbol = %s AND timeframe = %s"  # noqa: S608
+        rows = []
+        for s, tf, first, last, n in spans:
+            stored = chain.from_iterable(self._fetch(sql, [s, tf.value]))
+            rows.append(
+                CoverageRow(s, tf, first, last, n, expected.missing(tf, first, last, stored))
+            )
+        return rows
+
+    def _where(
+        self, symbol: str, tf: Timeframe, start: datetime | None, end: datetime | None
+    ) -> tuple[str, list]:
+        sql, params = "symbol = %s AND timeframe = %s", [symbol, tf.value]
+        if start is not None:
+            sql += " AND ts >= %s"
+            params.append(self._bound(start))
+        if end is not None:
+            sql += " AND ts < %s"
+            params.append(self._bound(end))
+        return sql, params
+
+    def _bound(self, when: datetime) -> datetime | int:
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(f"naive datetime refused, pass an aware one: {when!r}")
+        if self._pg:
+            return when
+        # Stored starts are whole seconds, so ts >= t and ts < t both mean ts vs ceil(t).
+        return -((_EPOCH - when) // _SECOND)
+
+    def _fetch(self, sql: str, params: Sequence) -> list[tuple]:
+        with self._engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            if not self._pg:
+                return raw.execute(sql.replace("%s", "?"), params).fetchall()
+            with raw.cursor(binary=True) as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+
+    def _build(self, symbol: str, tf: Timeframe, rows: list[tuple]) -> list[Candle]:
+        return _candles(symbol, tf, rows, None if self._pg else _fromtimestamp)
+
+
+class _ExpectedBars:
+    """The calendar's bar starts per timeframe as epoch seconds, computed once over
+    all series' dates."""
+
+    def __init__(self, calendar: MarketCalendar, spans: list[tuple]) -> None:
+        days: dict[Timeframe, tuple[date, date]] = {}
+        for _, tf, first, last, _ in spans:
+            lo, hi = calendar.session_date(first), calendar.session_date(last)
+            if tf in days:
+                lo, hi = min(lo, days[tf][0]), max(hi, days[tf][1])
+            days[tf] = (lo, hi)
+        self._starts: dict[Timeframe, list[int]] = {}
+        self._sets: dict[Timeframe, set[int]] = {}
+        for tf, (lo, hi) in days.items():
+            starts = [
+                int(t.timestamp())
+                for d in calendar.trading_days(lo, hi)
+                for t in calendar.expected_bars(d, tf)
+            ]
+            self._starts[tf], self._sets[tf] = starts, set(starts)
+
+    def missing(self, tf: Timeframe, first: datetime, last: datetime, stored: Iterable[int]) -> int:
+        """How many expected starts from `first` to `last` (both included) are not in
+        `stored`, the epoch starts of the series whose first and last these are."""
+        starts = self._starts[tf]
+        expected = bisect_right(starts, last.timestamp()) - bisect_left(starts, first.timestamp())
+        # Every stored start lies in [first, last]: matching against all starts is enough.
+        return expected - len(self._sets[tf].intersection(stored))
+
+
+# --- building candles ----------------------------------------------------------------------------
+
+# Candle is a frozen dataclass whose __init__ only stores its twelve fields, one
+# object.__setattr__ call each. Setting its slots directly builds equal objects in
+# about half the time, which is most of a year's read; should Candle ever grow a
+# field or a __post_init__, reads fall back to calling it.
+_CANDLE_FIELDS = ("symbol", "timeframe", "ts", *_VALUES)
+_SLOTS = tuple(Candle.__dict__.get(name) for name in _CANDLE_FIELDS)
+_DIRECT = (
+    tuple(f.name for f in fields(Candle)) == _CANDLE_FIELDS
+    and not hasattr(Candle, "__post_init__")
+    and all(isinstance(slot, MemberDescriptorType) for slot in _SLOTS)
+)
+
+
+def _candles(symbol: str, tf: Timeframe, rows: list[tuple], to_datetime) -> list[Candle]:
+    """Candles of one series from (ts, open, ..., ema_200) rows; `to_datetime(ts, UTC)`
+    turns a stored ts into a datetime (None: it already is one)."""
+    if not _DIRECT:
+        return [
+            Candle(symbol, tf, ts if to_datetime is None else to_datetime(ts, UTC), *values)
+            for ts, *values in rows
+        ]
+    new = object.__new__
+    s_symbol, s_tf, s_ts, s_open, s_high, s_low, s_close, s_vol, s_e9, s_e21, s_e50, s_e200 = (
+        slot.__set__ for slot in _SLOTS
+    )
+    out = []
+    append = out.append
+    for ts, o, h, lo, c, v, e9, e21, e50, e200 in rows:
+        candle = new(Candle)
+        s_symbol(candle, symbol)
+        s_tf(candle, tf)
+        s_ts(candle, ts if to_datetime is None else to_datetime(ts, UTC))
+        s_open(candle, o)
+        s_high(candle, h)
+        s_low(candle, lo)
+        s_close(candle, c)
+        s_vol(candle, v)
+        s_e9(candle, e9)
+        s_e21(candle, e21)
+        s_e50(candle, e50)
+        s_e200(candle, e200)
+        append(candle)
+    return out
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+def _spans(candles: Sequence[Candle]) -> dict[tuple[str, Timeframe], Span]:
+    """Check a batch; return each series' (first, last) start.
+
+    Refuses a naive or fractional-second `ts`, an unknown timeframe, and a key
+    given twice: a duplicate has no defined winner (the backends would differ).
+    """
+    if not isinstance(candles, Sequence):
+        # The writers read the batch twice: a generator would be empty the second time.
+        raise TypeError(f"pass candles as a list or tuple, not {type(candles).__name__}")
+    spans: dict[tuple[str, Any], list[datetime]] = {}
+    symbol = timeframe = prev = None
+    span: list[datetime] = []
+    reordered = False
+    for c in candles:
+        ts = c.ts
+        if ts.tzinfo is None or ts.microsecond:
+            raise InvalidCandles(f"ts must be aware and on a whole second: {c!r}")
+        if c.symbol != symbol or c.timeframe != timeframe:
+            symbol, timeframe, prev = c.symbol, c.timeframe, None
+            span = spans.get((symbol, timeframe))
+            if span is None:
+                span = spans[(symbol, timeframe)] = [ts, ts]
+            else:
+                reordered = True
+        if prev is not None and ts <= prev:
+            reordered = True
+        prev = ts
+        if ts > span[1]:
+            span[1] = ts
+        elif ts < span[0]:
+            span[0] = ts
+    if reordered:
+        _refuse_duplicates(candles)
+    result = {}
+    for (symbol, tf), (first, last) in spans.items():
+        try:
+            result[(symbol, Timeframe(tf))] = (first, last)
+        except ValueError:
+            raise InvalidCandles(f"unknown timeframe {tf!r} for {symbol}") from None
+    return result
+
+
+def _timeframes(spans: dict[tuple[str, Timeframe], Span]) -> dict[Timeframe, str]:
+    """{timeframe: its stored text}; a candle's timeframe given as "5m" finds it too."""
+    return {tf: tf.value for _, tf in spans}
+
+
+def _refuse_duplicates(candles: Sequence[Candle]) -> None:
+    seen: set[tuple] = set()
+    for c in candles:
+        key = (c.symbol, c.timeframe, c.ts)  # Timeframe.M5 and "5m" hash alike
+        if key in seen:
+            raise InvalidCandles(
+                f"{c.symbol} {c.timeframe} {c.ts.isoformat()} is in the batch twice"
+            )
+        seen.add(key)
+
+
+def _pg_rows(candles: Sequence[Candle], timeframes: dict) -> Iterator[tuple]:
+    for c in candles:
+        yield (
+            c.symbol, timeframes[c.timeframe], c.ts, c.open, c.high, c.low, c.close,
+            c.volume, c.ema_9, c.ema_21, c.ema_50, c.ema_200,
+        )  # fmt: skip
+
+
+def _sqlite_rows(candles: Sequence[Candle], timeframes: dict) -> Iterator[tuple]:
+    for c in candles:
+        e9, e21, e50, e200 = c.ema_9, c.ema_21, c.ema_50, c.ema_200
+        # SQLite would store a NaN EMA as NULL; PostgreSQL refuses it, so refuse it here.
+        # (NaN is the only value unequal to itself; None == None.)
+        if e9 != e9 or e21 != e21 or e50 != e50 or e200 != e200:
+            raise InvalidCandles(f"NaN EMA in {c!r}")
+        yield (
+            c.symbol, timeframes[c.timeframe], int(c.ts.timestamp()), c.open, c.high, c.low,
+            c.close, c.volume, e9, e21, e50, e200,
+        )  # fmt: skip
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Constraint violations (NaN, high < low, ...) become InvalidCandles."""
+    try:
+        yield
+    except (
+        psycopg.IntegrityError,
+        psycopg.DataError,
+        sqlite3.IntegrityError,
+        SAIntegrityError,
+        OverflowError,
+    ) as exc:
+        raise InvalidCandles(f"the database refused the batch, nothing stored: {exc}") from exc
+
+
+def _utc(epoch_s: int) -> datetime:
+    return _fromtimestamp(epoch_s, UTC)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value

@@ -1,0 +1,40 @@
+"""pytest fixtures for kitesim: a Kite ticker server on a free local port, one per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.kitesim.ticker import DEFAULT_ACCESS_TOKEN, DEFAULT_API_KEY, TickerSim
+
+
+@dataclass(frozen=True)
+class KiteSim:
+    """The running simulator and the login it accepts."""
+
+    ticker: TickerSim
+    api_key: str = DEFAULT_API_KEY
+    access_token: str = DEFAULT_ACCESS_TOKEN
+
+    @property
+    def ticker_url(self) -> str:
+        """The `root` for KiteTicker."""
+        return self.ticker.url
+
+
+@pytest.fixture
+def kitesim_ticker() -> Iterator[TickerSim]:
+    """A started TickerSim (heartbeat every 0.1s so staleness tests stay short); stopped after."""
+    sim = TickerSim(heartbeat_interval_s=0.1).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def kitesim(kitesim_ticker: TickerSim) -> KiteSim:
+    """kitesim with its ticker running: `.ticker`, and the `.api_key`/`.access_token` it accepts."""
+    return KiteSim(kitesim_ticker)
