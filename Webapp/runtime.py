@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from Webapp.config.params import Params, load_params
 from Webapp.config.settings import FeedKind, Settings, TradingMode
 from Webapp.event_bus import EventBus
-from Webapp.market.feeds import Feed, FeedState, SimulatedFeed
+from Webapp.market.calendar import MarketCalendar
+from Webapp.market.candle_recorder import CandleRecorder
+from Webapp.market.feed_factory import FeedConfigError, build_feed, previous_closes
+from Webapp.market.feeds import Feed, FeedState
 from Webapp.market.ltp_store import LTPStore
+from Webapp.market.ohlcv import OHLCVStore
 from Webapp.market.universe import UniverseMember, load_universe
 from Webapp.strategy.engine import Engine, EngineState
 
@@ -18,6 +25,18 @@ log = logging.getLogger(__name__)
 
 class StartupError(Exception):
     """The process cannot start as configured; the message says what to change."""
+
+
+def open_market_store(url: str) -> OHLCVStore:
+    """The OHLCV store, migrated; an unreachable database is a start-up error, not a traceback."""
+    try:
+        ohlcv = OHLCVStore(url)
+        ohlcv.migrate()
+    except (SQLAlchemyError, ValueError) as exc:
+        # The type and the driver's first line; never the URL, which may hold a password.
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else ""
+        raise StartupError(f"market database unusable: {type(exc).__name__}: {reason}") from None
+    return ohlcv
 
 
 @dataclass
@@ -29,6 +48,10 @@ class Runtime:
     bus: EventBus
     feed: Feed
     engine: Engine
+    candles: CandleRecorder
+    ohlcv: OHLCVStore | None = None
+    # Previous session close per symbol, for the day change on screen.
+    reference_prices: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -39,30 +62,52 @@ class Runtime:
                 "TRADING_MODE=live needs the Kite broker, which this version does not have yet; "
                 "run with TRADING_MODE=paper"
             )
-        if settings.feed is not FeedKind.SIM:
-            raise StartupError(
-                f"FEED={settings.feed.value} is not available in this version; run with FEED=sim"
-            )
         universe = load_universe(params.universe)
-        store = LTPStore()
-        bus = EventBus()
-        feed = SimulatedFeed(
+        store, bus = LTPStore(), EventBus()
+        calendar = MarketCalendar.nse()
+        # A replay reads the market DB; the Kite feed's candles are written to it (checked
+        # after the feed's own settings, so a missing key is reported first). The
+        # simulator never touches it: made-up prices must not pollute the history.
+        ohlcv = None
+        if settings.feed is FeedKind.REPLAY:
+            ohlcv = open_market_store(settings.resolved_market_database_url)
+        try:
+            feed = build_feed(settings, params, universe, store, bus, ohlcv)
+        except FeedConfigError as exc:
+            raise StartupError(str(exc)) from None
+        if settings.feed is FeedKind.KITE:
+            ohlcv = open_market_store(settings.resolved_market_database_url)
+        symbols = [member.symbol for member in universe]
+        recorder = CandleRecorder(
             store,
-            universe,
-            ticks_per_second=settings.sim_ticks_per_second,
-            seed=settings.sim_seed,
-            stale_after_s=params.stale_after_s,
+            calendar,
+            ohlcv=ohlcv if settings.feed is FeedKind.KITE else None,
+            bus=bus,
+            symbols=symbols,
         )
-        return cls(settings, params, universe, store, bus, feed, Engine(store, bus))
-
-    @property
-    def reference_prices(self) -> dict[str, float]:
-        """Previous close per symbol, for the day change (the simulator starts there)."""
-        return {member.symbol: member.ref_price for member in self.universe}
+        if ohlcv is None:
+            references = {member.symbol: member.ref_price for member in universe}
+        else:
+            today = calendar.session_date(datetime.now(UTC))
+            before = settings.replay_from if settings.feed is FeedKind.REPLAY else today
+            references = previous_closes(ohlcv, symbols, before or today)
+        return cls(
+            settings,
+            params,
+            universe,
+            store,
+            bus,
+            feed,
+            Engine(store, bus),
+            recorder,
+            ohlcv=ohlcv,
+            reference_prices=references,
+        )
 
     def start(self) -> None:
-        # Engine first: it must be listening before the first tick arrives.
+        # Engine and candles first: they must be listening before the first tick.
         self.engine.start()
+        self.candles.start()
         self.feed.start()
         log.info(
             "runtime started: mode=%s feed=%s symbols=%d",
@@ -73,7 +118,10 @@ class Runtime:
 
     def stop(self) -> None:
         self.feed.stop()
+        self.candles.stop()
         self.engine.stop()
+        if self.ohlcv is not None:
+            self.ohlcv.dispose()
 
     def health(self) -> dict[str, dict]:
         feed = self.feed.status()
@@ -83,7 +131,7 @@ class Runtime:
             and engine.last_beat_age_s is not None
             and engine.last_beat_age_s < 5 * Engine.BEAT_S
         )
-        return {
+        checks = {
             "feed": {
                 "ok": feed.state is FeedState.RUNNING,
                 "name": feed.name,
@@ -98,3 +146,10 @@ class Runtime:
                 "detail": engine.detail,
             },
         }
+        if self.candles.stores_candles:
+            checks["candles"] = {
+                "ok": not self.candles.last_error,
+                "written": self.candles.candles_written,
+                "detail": self.candles.last_error,
+            }
+        return checks

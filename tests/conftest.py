@@ -15,6 +15,8 @@ from Webapp.config.settings import load_settings
 from Webapp.storage import migrate, users
 from Webapp.storage.db import transaction
 
+pytest_plugins = ["tests.kitesim.fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 ADMIN_PASSWORD = "admin-password-1"
@@ -45,6 +47,11 @@ def settings(tmp_path):
         feed="sim",
         params_path=REPO_ROOT / "support_files" / "param.yaml",
     )
+
+
+def with_settings(settings, **changes):
+    """A copy of `settings` with `changes`, validated like the environment is (enums, paths)."""
+    return load_settings(**{**settings.model_dump(), **changes})
 
 
 @pytest.fixture

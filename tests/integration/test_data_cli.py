@@ -11,12 +11,10 @@ from tests.kitesim.historical import HistoricalSim
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Timeframe
 from Webapp.market.ohlcv import OHLCVStore
-from Webapp.web import data_cli
 
 
 @pytest.fixture
 def cli_app(app):
-    data_cli.register(app)  # until create_app registers it
     return app
 
 

@@ -13,7 +13,7 @@ from tests.conftest import SHARED_DATA, csrf_token
 from Webapp.market.calendar import IST
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.import_jobs import JobState
-from Webapp.web import data, data_sockets  # noqa: F401  (data_sockets registers its handler)
+from Webapp.web import data, data_sockets
 from Webapp.web.extensions import socketio
 
 DAILY_DIR = SHARED_DATA / "nse-daily-2020-2025"
@@ -26,14 +26,6 @@ def settings(settings, tmp_path):
     return settings.model_copy(
         update={"market_database_url": f"sqlite:///{tmp_path / 'market.db'}"}
     )
-
-
-@pytest.fixture
-def app(app):
-    # Until create_app registers the data blueprint itself; before the first request.
-    if "data" not in app.blueprints:
-        app.register_blueprint(data.bp)
-    return app
 
 
 @pytest.fixture

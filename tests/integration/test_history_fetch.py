@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from kiteconnect import exceptions as kite_errors
 
-from tests.kitesim.historical import HistoricalSim, kite_rest  # noqa: F401  (fixture)
+from tests.kitesim.historical import HistoricalSim
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import EMA_PERIODS, Timeframe
 from Webapp.market.history import (
@@ -282,7 +282,7 @@ def test_progress_counts_windows_over_all_symbols(sim, store, instruments, clock
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
-def test_the_kite_rest_fixture_serves_the_instrument_dump(kite_rest):  # noqa: F811
+def test_the_kite_rest_fixture_serves_the_instrument_dump(kite_rest):
     rows = kite_rest.client().instruments()
     assert {"RELIANCE", "INFY", "M&M"} <= {row["tradingsymbol"] for row in rows}
     token = InstrumentMap.from_kite(rows).token("INFY")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from twisted.internet import reactor
 
-from tests.kitesim.fixtures import KiteSim, kitesim, kitesim_ticker  # noqa: F401
+from tests.kitesim.fixtures import KiteSim
 from tests.kitesim.packets import DepthLevel
 from tests.kitesim.ticker import TickerSim
 from Webapp.event_bus import EventBus
@@ -154,7 +154,7 @@ class Harness:
 
 
 @pytest.fixture
-def harness(kitesim: KiteSim) -> Iterator[Harness]:  # noqa: F811
+def harness(kitesim: KiteSim) -> Iterator[Harness]:
     harness = Harness(kitesim)
     yield harness
     for feed in harness.feeds:

@@ -1,4 +1,4 @@
-"""pytest fixtures for kitesim: a Kite ticker server on a free local port, one per test."""
+"""pytest fixtures for kitesim (a plugin of tests/conftest.py): ticker and REST servers per test."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.kitesim.historical import HistoricalSim
 from tests.kitesim.ticker import DEFAULT_ACCESS_TOKEN, DEFAULT_API_KEY, TickerSim
 
 
@@ -38,3 +39,13 @@ def kitesim_ticker() -> Iterator[TickerSim]:
 def kitesim(kitesim_ticker: TickerSim) -> KiteSim:
     """kitesim with its ticker running: `.ticker`, and the `.api_key`/`.access_token` it accepts."""
     return KiteSim(kitesim_ticker)
+
+
+@pytest.fixture
+def kite_rest() -> Iterator[HistoricalSim]:
+    """A started HistoricalSim on a free local port; stopped after the test."""
+    sim = HistoricalSim().start()
+    try:
+        yield sim
+    finally:
+        sim.stop()

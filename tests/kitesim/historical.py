@@ -16,12 +16,11 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from flask import Flask, Response, jsonify, request
 from kiteconnect import KiteConnect
 from werkzeug.serving import make_server
@@ -358,13 +357,3 @@ def _day_open(token: int, day: date, seed: int) -> float:
 
 def _tick(price: float) -> float:
     return round(price * 20) / 20
-
-
-@pytest.fixture
-def kite_rest() -> Iterator[HistoricalSim]:
-    """A started HistoricalSim on a free local port; stopped after the test."""
-    sim = HistoricalSim().start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
