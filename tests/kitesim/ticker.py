@@ -3,8 +3,9 @@
 Point the unmodified client at it with `KiteTicker(api_key, access_token,
 root=sim.url)`. The server is wsproto (the sans-IO websocket library under
 simple-websocket) on a threaded TCP server: one thread per connection reads,
-and any thread may send. Tests drive it through the control methods of
-`TickerSim`; `python -m tests.kitesim` runs it standalone.
+and any thread may send. Given an `ssl.SSLContext` as `tls`, it speaks wss://
+instead. Tests drive it through the control methods of `TickerSim`;
+`python -m tests.kitesim` runs it standalone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -76,7 +78,7 @@ class ClientInfo:
 class _Client:
     """One accepted websocket. `lock` serialises wsproto state and socket writes."""
 
-    def __init__(self, client_id: int, sock: socket.socket, ws: WSConnection) -> None:
+    def __init__(self, client_id: int, sock: socket.socket | _TlsSocket, ws: WSConnection) -> None:
         self.id = client_id
         self.sock = sock
         self.ws = ws
@@ -105,6 +107,84 @@ class _Client:
             self.closed = True
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _TlsSocket:
+    """The server side of TLS over an accepted socket, read by one thread while others send.
+
+    An ssl.SSLSocket must not be read and written from two threads at once
+    (OpenSSL's connection objects are not thread-safe), and the sim reads in
+    the connection's thread while heartbeats and prices are sent from others;
+    so TLS runs on memory buffers, each use of the SSLObject under one lock.
+    """
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self._sock = sock
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._lock = threading.Lock()
+
+    def handshake(self, timeout: float) -> None:
+        """Complete the TLS handshake; ssl.SSLError or OSError if the client refuses or goes."""
+        self._sock.settimeout(timeout)
+        try:
+            while True:
+                with self._lock:
+                    try:
+                        self._tls.do_handshake()
+                        done = True
+                    except ssl.SSLWantReadError:
+                        done = False
+                    finally:
+                        self._flush()  # the next flight, or the alert of a failure
+                if done:
+                    return
+                data = self._sock.recv(65536)
+                if not data:
+                    raise ConnectionError("the client closed the connection during the handshake")
+                with self._lock:
+                    self._incoming.write(data)
+        finally:
+            self._sock.settimeout(None)
+
+    def recv(self, size: int) -> bytes:
+        """Decrypted bytes, b"" once the client has gone; blocks until there is either."""
+        while True:
+            with self._lock:
+                data = self._read_buffered(size)
+            if data is not None:
+                return data
+            received = self._sock.recv(size)
+            if not received:
+                return b""
+            with self._lock:
+                self._incoming.write(received)
+
+    def sendall(self, data: bytes) -> None:
+        with self._lock:
+            self._tls.write(data)
+            self._flush()
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def _read_buffered(self, size: int) -> bytes | None:
+        """What the buffered records decrypt to; None if they hold no data yet."""
+        chunks: list[bytes] = []
+        try:
+            while chunk := self._tls.read(size):
+                chunks.append(chunk)
+            closed = True  # read() gives b"" after the client's close_notify
+        except ssl.SSLWantReadError:
+            closed = False
+        self._flush()  # TLS may answer while reading (a key update)
+        if chunks:
+            return b"".join(chunks)
+        return b"" if closed else None
+
+    def _flush(self) -> None:
+        if pending := self._outgoing.read():
+            self._sock.sendall(pending)
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -141,8 +221,10 @@ class TickerSim:
         access_tokens: Iterable[str] = (DEFAULT_ACCESS_TOKEN,),
         heartbeat_interval_s: float | None = 1.0,
         snapshot_on_subscribe: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.api_key = api_key
         self.heartbeat_interval_s = heartbeat_interval_s
         self.snapshot_on_subscribe = snapshot_on_subscribe
@@ -160,6 +242,7 @@ class TickerSim:
         self.connections_total = 0  # handshakes accepted
         self.rejected_total = 0  # handshakes answered 403 (bad or expired login)
         self.refused_total = 0  # connections turned away by refuse_connections()
+        self.tls_failures_total = 0  # TLS handshakes that failed (the client refused our cert)
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -212,7 +295,8 @@ class TickerSim:
     @property
     def url(self) -> str:
         """The `root` to give KiteTicker."""
-        return f"ws://{self.host}:{self.port}"
+        scheme = "wss" if self.tls is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}"
 
     # --- prices ------------------------------------------------------------------
 
@@ -411,17 +495,29 @@ class TickerSim:
                 frame = encode_frame(encode_packet(tick, mode) for tick, mode in batch)
                 client.send(BytesMessage(data=frame))
 
-    def _serve(self, sock: socket.socket) -> None:
-        """Run one connection: handshake, then control messages until it closes."""
+    def _serve(self, tcp: socket.socket) -> None:
+        """Run one connection: TLS and websocket handshakes, then control messages till closed."""
         with self._lock:
             refusing, refuse_status = self._refusing, self._refuse_status
             if refusing:
                 self.refused_total += 1
-            client = _Client(self._next_client_id, sock, WSConnection(ConnectionType.SERVER))
-            self._next_client_id += 1
         if refusing and refuse_status is None:
             self._notify()
             return
+        sock: socket.socket | _TlsSocket = tcp
+        if self.tls is not None:
+            sock = _TlsSocket(tcp, self.tls)
+            try:
+                sock.handshake(timeout=5.0)
+            except OSError as exc:  # ssl.SSLError included: the client refused the certificate
+                _log.info("kitesim: TLS handshake failed: %s", exc)
+                with self._lock:
+                    self.tls_failures_total += 1
+                    self._changed.notify_all()
+                return
+        with self._lock:
+            client = _Client(self._next_client_id, sock, WSConnection(ConnectionType.SERVER))
+            self._next_client_id += 1
         text_parts: list[str] = []
         try:
             while not client.closed:

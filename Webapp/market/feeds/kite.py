@@ -21,6 +21,7 @@ from Webapp.market.feeds.kite_shards import (
     KiteShard,
     ShardEvent,
     ShardState,
+    TrustRoot,
     call_in_reactor,
     ensure_reactor_running,
     in_reactor_thread,
@@ -77,6 +78,7 @@ class KiteFeed(Feed):
         silent_reconnect_s: float | None = 30.0,
         publish_every_s: float = 1.0,
         on_order_update: Callable[[dict[str, Any]], None] | None = None,
+        tls_trust_root: TrustRoot | None = None,
     ) -> None:
         super().__init__(stale_after_s=stale_after_s)
         if not api_key:
@@ -114,6 +116,7 @@ class KiteFeed(Feed):
         self._access_token = access_token
         self._symbols = symbols
         self._on_order_update = on_order_update
+        self._tls_trust_root = tls_trust_root  # None: the platform's trust store
         self._backoff = Backoff(
             reconnect_initial_delay_s, reconnect_max_delay_s, reconnect_max_tries, connect_timeout_s
         )
@@ -348,6 +351,7 @@ class KiteFeed(Feed):
             backoff=self._backoff,
             on_ticks=self._handle_ticks,
             post=self._events.put,
+            tls_trust_root=self._tls_trust_root,
         )
 
     def _open_all(self) -> None:

@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from autobahn.twisted.websocket import connectWS
 from kiteconnect import KiteTicker
-from twisted.internet import reactor
+from kiteconnect.ticker import KiteTickerClientProtocol
+from OpenSSL import SSL
+from service_identity import CertificateError, VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
+from twisted.internet import reactor, ssl
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python import threadable
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 _log = logging.getLogger(__name__)
 
@@ -29,6 +44,13 @@ _HANDSHAKE_STATUS = re.compile(r"upgrade failed \((\d{3})")
 _AUTH_STATUSES = frozenset({401, 403})
 
 _reactor_lock = threading.Lock()
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
+)
+
+# What may vouch for the ticker's certificate besides the platform's trust store:
+# a PEM file of CA certificates, one Certificate, or a Twisted trust root.
+TrustRoot: TypeAlias = "str | os.PathLike[str] | ssl.Certificate | IOpenSSLTrustRoot"
 
 
 def ensure_reactor_running(timeout: float = 10.0) -> None:
@@ -100,8 +122,16 @@ def plan_shards(
     return shards
 
 
+class _ClientProtocol(KiteTickerClientProtocol):
+    """Keeps why the connection was lost: autobahn's on_close reason omits a host-name mismatch."""
+
+    def connectionLost(self, reason: Any) -> None:
+        self.factory.lost_reason = reason.value
+        super().connectionLost(reason)
+
+
 class GuardedKiteTicker(KiteTicker):
-    """KiteTicker whose binary parser drops a malformed frame instead of raising.
+    """KiteTicker that verifies the server's certificate and survives malformed frames.
 
     The stock parser raises struct.error on a truncated frame; the exception
     escapes into Twisted, which then drops the connection, costing every
@@ -109,6 +139,45 @@ class GuardedKiteTicker(KiteTicker):
     """
 
     malformed_frames = 0
+
+    def __init__(self, *args: Any, tls_trust_root: TrustRoot | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tls_trust_root = tls_trust_root
+
+    def connect(
+        self,
+        threaded: bool = False,
+        disable_ssl_verification: bool = False,
+        proxy: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Dial the ticker on the running reactor, verifying a wss:// server's certificate.
+
+        Why this override: kiteconnect's connect() dials wss:// with Twisted's
+        ClientContextFactory, which checks neither the certificate chain nor the
+        host name, so anyone on the network path could pose as Kite and feed the
+        engine false prices. This is the same dial (headers, user agent, proxy,
+        timeout) with optionsForClientTLS: the platform's trust store (or
+        tls_trust_root) and a host-name check (_VerifyingTLS: Twisted's own
+        fails open). Reconnects reuse it: ReconnectingClientFactory.retry()
+        calls connector.connect() on the same connector, whose TLS factory holds
+        this one connection creator. It never starts the reactor
+        (ensure_reactor_running does, once), so `threaded` is ignored, and it
+        does not turn on Twisted's debug logging.
+        """
+        if disable_ssl_verification:
+            raise ValueError("refusing to connect to the Kite ticker without verifying TLS")
+        self._create_connection(
+            self.socket_url,
+            useragent=self._user_agent(),
+            proxy=proxy,
+            headers={"X-Kite-Version": "3"},
+        )
+        self.factory.protocol = _ClientProtocol
+        self.factory.lost_reason = None
+        creator = None
+        if self.factory.isSecure:
+            creator = _VerifyingTLS(self.factory.host, _load_trust_root(self.tls_trust_root))
+        connectWS(self.factory, contextFactory=creator, timeout=self.connect_timeout)
 
     def _parse_binary(self, bin: bytes) -> list[dict[str, Any]]:
         try:
@@ -120,11 +189,81 @@ class GuardedKiteTicker(KiteTicker):
             return []
 
 
+@implementer(IOpenSSLClientConnectionCreator)
+class _VerifyingTLS:
+    """optionsForClientTLS(host), with a host-name check that fails closed.
+
+    Twisted's own check refuses a certificate when service_identity raises
+    VerificationError, but logs any other exception and accepts it; and
+    service_identity (>= 24) raises CertificateError for a certificate with no
+    subjectAltName, so one from a trusted CA would pass for *any* host. This
+    check replaces Twisted's and refuses on any exception.
+    """
+
+    def __init__(self, host: str, trust_root: Any) -> None:
+        self._options = ssl.optionsForClientTLS(host, trustRoot=trust_root)
+        is_ip = isIPAddress(host) or isIPv6Address(host)
+        self._service_id = IPAddress_ID(host) if is_ip else DNS_ID(host)
+
+    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
+        connection = self._options.clientConnectionForTLS(tls_protocol)  # SNI, trust root
+        protocol = [tls_protocol]  # emptied after use: no cycle through the callback
+
+        def verify(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+            if depth != 0 or not ok:  # the chain: OpenSSL's verdict
+                return bool(ok)
+            try:
+                verify_service_identity(extract_patterns(cert), [self._service_id], [])
+            except Exception:
+                if protocol:
+                    protocol.pop().failVerification(Failure())
+                return False
+            protocol.clear()
+            return True
+
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+        return connection
+
+
+def _load_trust_root(trust_root: TrustRoot | None) -> Any:
+    """A PEM file's certificates as a Twisted trust root; anything else as given."""
+    if not isinstance(trust_root, str | os.PathLike):
+        return trust_root
+    pem = Path(trust_root).read_bytes()
+    certificates = [ssl.Certificate.loadPEM(block) for block in _PEM_CERTIFICATE.findall(pem)]
+    if not certificates:
+        raise ValueError(f"no PEM certificate in {os.fspath(trust_root)!r}")
+    return ssl.trustRootFromCertificates(certificates)
+
+
+def _service_host(service_id: Any) -> str:
+    if isinstance(service_id, IPAddress_ID):
+        return str(service_id.ip)
+    return service_id.hostname.decode()  # DNS_ID
+
+
+def _certificate_failure(reason: BaseException | None) -> str | None:
+    """Why the server's certificate was refused, or None if `reason` is no such refusal."""
+    if isinstance(reason, VerificationError):  # service_identity: not issued for this host
+        hosts = ", ".join(_service_host(error.mismatched_id) for error in reason.errors)
+        return f"the server's certificate is not for {hosts}"
+    if isinstance(reason, CertificateError):  # no subjectAltName, or a malformed one
+        return f"the server's certificate names no valid host ({reason})"
+    if isinstance(reason, SSL.Error):
+        openssl = "; ".join(str(part[-1]) for part in reason.args[0] if part) if reason.args else ""
+        if "certificate" in openssl:
+            return f"the server's certificate failed verification ({openssl})"
+    return None
+
+
 class ShardState(StrEnum):
     CONNECTING = "connecting"  # first connection attempt not yet open
     OPEN = "open"
     RECONNECTING = "reconnecting"  # lost; KiteTicker's backoff is retrying
     AUTH_FAILED = "auth_failed"  # handshake refused (403): retrying stopped until a new token
+    # The server's TLS certificate was refused (untrusted, or for another host):
+    # possibly an impostor. Retrying with the same verification until one opens.
+    CERTIFICATE_REJECTED = "certificate_rejected"
     GAVE_UP = "gave_up"  # KiteTicker exhausted its retries
     CLOSED = "closed"  # closed on request
 
@@ -172,6 +311,7 @@ class KiteShard:
         backoff: Backoff,
         on_ticks: TickSink,
         post: Callable[[ShardEvent], None],
+        tls_trust_root: TrustRoot | None = None,
     ) -> None:
         self.number, self.of = number, of
         self.tokens = list(tokens)
@@ -193,6 +333,7 @@ class KiteShard:
             root=root,
             reconnect_max_tries=min(backoff.max_tries, 300),
             connect_timeout=backoff.connect_timeout_s,
+            tls_trust_root=tls_trust_root,
         )
         ticker = self.ticker
         ticker.on_message = self._handle_message
@@ -317,6 +458,13 @@ class KiteShard:
             self.state = ShardState.AUTH_FAILED
             self._post(ShardEvent("auth_failed", self, self.access_token))
             return
+        refused = _certificate_failure(getattr(ticker.factory, "lost_reason", None))
+        if refused:
+            if self.state is not ShardState.CERTIFICATE_REJECTED:
+                _log.error("%s: %s; not connecting to it", self.label, refused)
+            self.state = ShardState.CERTIFICATE_REJECTED
+            self._post(ShardEvent("lost", self, refused))
+            return
         self.state = ShardState.RECONNECTING if self.opened_ever else ShardState.CONNECTING
         self._post(ShardEvent("lost", self, f"{code} {reason}"))
 
@@ -324,7 +472,8 @@ class KiteShard:
         if self.state in (ShardState.CLOSED, ShardState.AUTH_FAILED):
             return
         self.attempts = attempts
-        self.state = ShardState.CONNECTING if not self.opened_ever else ShardState.RECONNECTING
+        if self.state is not ShardState.CERTIFICATE_REJECTED:  # keep saying why until an open
+            self.state = ShardState.CONNECTING if not self.opened_ever else ShardState.RECONNECTING
         self._post(ShardEvent("reconnecting", self, attempts))
 
     def _handle_noreconnect(self, ticker: KiteTicker) -> None:
