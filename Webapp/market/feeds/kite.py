@@ -21,12 +21,12 @@ from Webapp.market.feeds.kite_shards import (
     KiteShard,
     ShardEvent,
     ShardState,
-    TrustRoot,
     call_in_reactor,
     ensure_reactor_running,
     in_reactor_thread,
     plan_shards,
 )
+from Webapp.market.feeds.kite_tls import TrustRoot
 from Webapp.market.ltp_store import LTPStore
 
 _log = logging.getLogger(__name__)

@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import connectWS
 from kiteconnect import KiteTicker
 from kiteconnect.ticker import KiteTickerClientProtocol
-from OpenSSL import SSL
-from service_identity import CertificateError, VerificationError
-from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
-from service_identity.pyopenssl import extract_patterns
-from twisted.internet import reactor, ssl
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet import reactor
 from twisted.python import threadable
-from twisted.python.failure import Failure
-from zope.interface import implementer
+
+from Webapp.market.feeds.kite_tls import (
+    TrustRoot,
+    VerifyingTLS,
+    certificate_failure,
+    load_trust_root,
+)
 
 if TYPE_CHECKING:
-    from twisted.internet._sslverify import IOpenSSLTrustRoot
+    pass
 
 _log = logging.getLogger(__name__)
 
@@ -44,13 +41,6 @@ _HANDSHAKE_STATUS = re.compile(r"upgrade failed \((\d{3})")
 _AUTH_STATUSES = frozenset({401, 403})
 
 _reactor_lock = threading.Lock()
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
-)
-
-# What may vouch for the ticker's certificate besides the platform's trust store:
-# a PEM file of CA certificates, one Certificate, or a Twisted trust root.
-TrustRoot: TypeAlias = "str | os.PathLike[str] | ssl.Certificate | IOpenSSLTrustRoot"
 
 
 def ensure_reactor_running(timeout: float = 10.0) -> None:
@@ -157,7 +147,7 @@ class GuardedKiteTicker(KiteTicker):
         host name, so anyone on the network path could pose as Kite and feed the
         engine false prices. This is the same dial (headers, user agent, proxy,
         timeout) with optionsForClientTLS: the platform's trust store (or
-        tls_trust_root) and a host-name check (_VerifyingTLS: Twisted's own
+        tls_trust_root) and a host-name check (VerifyingTLS: Twisted's own
         fails open). Reconnects reuse it: ReconnectingClientFactory.retry()
         calls connector.connect() on the same connector, whose TLS factory holds
         this one connection creator. It never starts the reactor
@@ -176,7 +166,7 @@ class GuardedKiteTicker(KiteTicker):
         self.factory.lost_reason = None
         creator = None
         if self.factory.isSecure:
-            creator = _VerifyingTLS(self.factory.host, _load_trust_root(self.tls_trust_root))
+            creator = VerifyingTLS(self.factory.host, load_trust_root(self.tls_trust_root))
         connectWS(self.factory, contextFactory=creator, timeout=self.connect_timeout)
 
     def _parse_binary(self, bin: bytes) -> list[dict[str, Any]]:
@@ -187,73 +177,6 @@ class GuardedKiteTicker(KiteTicker):
             if self.malformed_frames == 1 or self.malformed_frames % 1000 == 0:
                 _log.warning("dropped malformed ticker frame #%d", self.malformed_frames)
             return []
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _VerifyingTLS:
-    """optionsForClientTLS(host), with a host-name check that fails closed.
-
-    Twisted's own check refuses a certificate when service_identity raises
-    VerificationError, but logs any other exception and accepts it; and
-    service_identity (>= 24) raises CertificateError for a certificate with no
-    subjectAltName, so one from a trusted CA would pass for *any* host. This
-    check replaces Twisted's and refuses on any exception.
-    """
-
-    def __init__(self, host: str, trust_root: Any) -> None:
-        self._options = ssl.optionsForClientTLS(host, trustRoot=trust_root)
-        is_ip = isIPAddress(host) or isIPv6Address(host)
-        self._service_id = IPAddress_ID(host) if is_ip else DNS_ID(host)
-
-    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
-        connection = self._options.clientConnectionForTLS(tls_protocol)  # SNI, trust root
-        protocol = [tls_protocol]  # emptied after use: no cycle through the callback
-
-        def verify(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
-            if depth != 0 or not ok:  # the chain: OpenSSL's verdict
-                return bool(ok)
-            try:
-                verify_service_identity(extract_patterns(cert), [self._service_id], [])
-            except Exception:
-                if protocol:
-                    protocol.pop().failVerification(Failure())
-                return False
-            protocol.clear()
-            return True
-
-        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
-        return connection
-
-
-def _load_trust_root(trust_root: TrustRoot | None) -> Any:
-    """A PEM file's certificates as a Twisted trust root; anything else as given."""
-    if not isinstance(trust_root, str | os.PathLike):
-        return trust_root
-    pem = Path(trust_root).read_bytes()
-    certificates = [ssl.Certificate.loadPEM(block) for block in _PEM_CERTIFICATE.findall(pem)]
-    if not certificates:
-        raise ValueError(f"no PEM certificate in {os.fspath(trust_root)!r}")
-    return ssl.trustRootFromCertificates(certificates)
-
-
-def _service_host(service_id: Any) -> str:
-    if isinstance(service_id, IPAddress_ID):
-        return str(service_id.ip)
-    return service_id.hostname.decode()  # DNS_ID
-
-
-def _certificate_failure(reason: BaseException | None) -> str | None:
-    """Why the server's certificate was refused, or None if `reason` is no such refusal."""
-    if isinstance(reason, VerificationError):  # service_identity: not issued for this host
-        hosts = ", ".join(_service_host(error.mismatched_id) for error in reason.errors)
-        return f"the server's certificate is not for {hosts}"
-    if isinstance(reason, CertificateError):  # no subjectAltName, or a malformed one
-        return f"the server's certificate names no valid host ({reason})"
-    if isinstance(reason, SSL.Error):
-        openssl = "; ".join(str(part[-1]) for part in reason.args[0] if part) if reason.args else ""
-        if "certificate" in openssl:
-            return f"the server's certificate failed verification ({openssl})"
-    return None
 
 
 class ShardState(StrEnum):
@@ -458,7 +381,7 @@ class KiteShard:
             self.state = ShardState.AUTH_FAILED
             self._post(ShardEvent("auth_failed", self, self.access_token))
             return
-        refused = _certificate_failure(getattr(ticker.factory, "lost_reason", None))
+        refused = certificate_failure(getattr(ticker.factory, "lost_reason", None))
         if refused:
             if self.state is not ShardState.CERTIFICATE_REJECTED:
                 _log.error("%s: %s; not connecting to it", self.label, refused)
