@@ -54,3 +54,32 @@ class Candle:
     ema_21: float | None = None
     ema_50: float | None = None
     ema_200: float | None = None
+
+
+@dataclass(slots=True)
+class CandleColumns:
+    """Candles of one series as parallel lists, oldest first: what imports write and read
+    in bulk without building a Candle per row. `ts` are aware UTC datetimes."""
+
+    symbol: str
+    timeframe: Timeframe
+    ts: list[datetime]
+    open: list[float]
+    high: list[float]
+    low: list[float]
+    close: list[float]
+    volume: list[int]
+    ema_9: list[float | None]
+    ema_21: list[float | None]
+    ema_50: list[float | None]
+    ema_200: list[float | None]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def values(self) -> tuple[list, ...]:
+        """The ten columns after symbol and timeframe, in table order (ts first)."""
+        return (
+            self.ts, self.open, self.high, self.low, self.close, self.volume,
+            self.ema_9, self.ema_21, self.ema_50, self.ema_200,
+        )  # fmt: skip

@@ -22,9 +22,10 @@ from datetime import time as clock_time
 import requests
 from kiteconnect import exceptions as kite_errors
 
+from Webapp.market.bar_store import store_bars
+from Webapp.market.bars import Bars, check_prices, check_times, gc_paused
 from Webapp.market.calendar import IST, SESSION_CLOSE, MarketCalendar
 from Webapp.market.candle import Timeframe
-from Webapp.market.csv_import import Bars, check_prices, check_times, gc_paused, store_bars
 from Webapp.market.instruments import InstrumentMap
 from Webapp.market.ohlcv import InvalidCandles
 

@@ -20,6 +20,7 @@ continuation to be exact.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import islice
 
 from Webapp.market.candle import EMA_PERIODS, Candle
 
@@ -71,17 +72,18 @@ def ema_series(closes: Sequence[float], period: int) -> list[float | None]:
     if period < 1:
         raise ValueError(f"EMA period must be at least 1, got {period}")
     alpha = 2.0 / (period + 1)
-    out: list[float | None] = [None] * len(closes)
     if len(closes) < period:
-        return out
+        return [None] * len(closes)
     total = 0.0
     for close in closes[:period]:
         total += close
     value = total / period
-    out[period - 1] = value
-    for index in range(period, len(closes)):
-        value += alpha * (closes[index] - value)
-        out[index] = value
+    out: list[float | None] = [None] * (period - 1)
+    append = out.append
+    append(value)
+    for close in islice(closes, period, None):
+        value += alpha * (close - value)
+        append(value)
     return out
 
 

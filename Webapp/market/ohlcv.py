@@ -30,7 +30,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from Webapp.market.calendar import MarketCalendar
-from Webapp.market.candle import Candle, Timeframe
+from Webapp.market.candle import Candle, CandleColumns, Timeframe
+from Webapp.market.ohlcv_copy import COLUMNS, ON_CONFLICT, VALUES, copy_rows
+from Webapp.market.ohlcv_rows import (
+    InvalidCandles,
+    Span,
+    batch_spans,
+    candle_pg_rows,
+    candle_sqlite_rows,
+    column_span,
+    columns_from_rows,
+    pg_rows,
+    sqlite_rows,
+    timeframe_texts,
+)
 from Webapp.storage.db import make_engine
 
 # SQL text below is built from these constant names only (hence the noqa: S608);
@@ -40,37 +53,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 _fromtimestamp = datetime.fromtimestamp
 
-_VALUES = ("open", "high", "low", "close", "volume", "ema_9", "ema_21", "ema_50", "ema_200")
-_COLUMNS = ("symbol", "timeframe", "ts", *_VALUES)
-_COLS = ", ".join(_COLUMNS)
-_SELECT = "SELECT ts, " + ", ".join(_VALUES) + " FROM ohlcv"  # noqa: S608
-_COPY_TYPES = ["text", "text", "timestamptz"] + ["float8"] * 4 + ["int8"] + ["float8"] * 4
+_SELECT = "SELECT ts, " + ", ".join(VALUES) + " FROM ohlcv"  # noqa: S608
 _TF_ORDER = {tf: i for i, tf in enumerate(Timeframe)}
 
-# Changed rows only: re-writing an identical candle must not touch the row.
-_SET = ", ".join(f"{c} = excluded.{c}" for c in _VALUES)
-_ON_CONFLICT_PG = (
-    f"ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET {_SET} "
-    f"WHERE ({', '.join('t.' + c for c in _VALUES)}) IS DISTINCT FROM "
-    f"({', '.join('excluded.' + c for c in _VALUES)})"
-)
+_COLS = ", ".join(COLUMNS)
 _UPSERT_PG = (
     f"INSERT INTO ohlcv AS t ({_COLS}) VALUES ({', '.join(['%s'] * 12)}) "  # noqa: S608
-    + _ON_CONFLICT_PG
+    + ON_CONFLICT
 )
 _UPSERT_SQLITE = (
     f"INSERT INTO ohlcv ({_COLS}) VALUES ({', '.join(['?'] * 12)}) "  # noqa: S608
-    f"ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET {_SET} "
-    f"WHERE {' OR '.join(f'ohlcv.{c} IS NOT excluded.{c}' for c in _VALUES)}"
-)
-# The staged merge: the join drops unchanged rows before they reach ON CONFLICT,
-# which would otherwise lock (and so write) every existing row it meets.
-_MERGE_STAGE_PG = (
-    f"INSERT INTO ohlcv AS t ({_COLS}) SELECT {', '.join('s.' + c for c in _COLUMNS)} "  # noqa: S608
-    "FROM ohlcv_load s LEFT JOIN ohlcv o "
-    "ON o.symbol = s.symbol AND o.timeframe = s.timeframe AND o.ts = s.ts "
-    f"WHERE o.ts IS NULL OR ({', '.join('o.' + c for c in _VALUES)}) IS DISTINCT FROM "
-    f"({', '.join('s.' + c for c in _VALUES)}) {_ON_CONFLICT_PG}"
+    "ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET "
+    f"{', '.join(f'{c} = excluded.{c}' for c in VALUES)} "
+    f"WHERE {' OR '.join(f'ohlcv.{c} IS NOT excluded.{c}' for c in VALUES)}"
 )
 _ANY_STORED_PG = (
     "SELECT EXISTS (SELECT 1 FROM unnest(%s::text[], %s::text[], %s::timestamptz[], "
@@ -84,12 +79,6 @@ _SYMBOLS = (
     "SELECT (SELECT min(symbol) FROM ohlcv WHERE symbol > s.symbol) FROM s "
     "WHERE s.symbol IS NOT NULL) SELECT symbol FROM s WHERE symbol IS NOT NULL"
 )
-
-Span = tuple[datetime, datetime]
-
-
-class InvalidCandles(ValueError):
-    """The store refused a batch; nothing of it was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +131,10 @@ class OHLCVStore:
 
         upgrade_market(self.url)
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     def dispose(self) -> None:
         self._engine.dispose()
 
@@ -150,18 +143,19 @@ class OHLCVStore:
     def upsert(self, candles: Sequence[Candle]) -> int:
         """Store a small batch (closed live candles, one fetch chunk): new rows are
         inserted, changed ones updated, identical ones left alone, in one transaction."""
-        timeframes = _timeframes(_spans(candles))
+        timeframes = timeframe_texts(batch_spans(candles))
         if not timeframes:
             return 0
-        with _refusals():
+        with refusals():
             return self._upsert(candles, timeframes)
 
     def _upsert(self, candles: Sequence[Candle], timeframes: dict) -> int:
         with self._writing() as raw:
             if not self._pg:
-                return raw.executemany(_UPSERT_SQLITE, _sqlite_rows(candles, timeframes)).rowcount
+                rows = candle_sqlite_rows(candles, timeframes)
+                return raw.executemany(_UPSERT_SQLITE, rows).rowcount
             with raw.cursor() as cur:
-                cur.executemany(_UPSERT_PG, _pg_rows(candles, timeframes))
+                cur.executemany(_UPSERT_PG, candle_pg_rows(candles, timeframes))
                 return cur.rowcount
 
     def bulk_load(self, candles: Sequence[Candle]) -> int:
@@ -171,19 +165,41 @@ class OHLCVStore:
         falls in the batch's range, else COPY into a temporary table merged with
         one INSERT ... ON CONFLICT. SQLite: one executemany in one transaction.
         """
-        spans = _spans(candles)
+        spans = batch_spans(candles)
         if not spans:
             return 0
-        timeframes = _timeframes(spans)
-        with _refusals():
+        timeframes = timeframe_texts(spans)
+        with refusals():
             if not self._pg:
                 return self._upsert(candles, timeframes)
             if not self._any_stored(spans):
                 try:
-                    return self._pg_load(candles, timeframes, staged=False)
+                    return self._pg_load(candle_pg_rows(candles, timeframes), staged=False)
                 except psycopg.errors.UniqueViolation:
                     pass  # another writer stored part of the range since the check: merge
-            return self._pg_load(candles, timeframes, staged=True)
+            return self._pg_load(candle_pg_rows(candles, timeframes), staged=True)
+
+    def bulk_load_columns(self, columns: CandleColumns, *, fresh: bool = False) -> int:
+        """Store one series given as columns, with the same result as `bulk_load` but
+        no Candle per row (the import's path).
+
+        `fresh` says the caller found nothing stored from the batch's first time on:
+        PostgreSQL then COPYs straight into the table without asking again (should a
+        row have been stored since, the COPY fails and the batch goes through the merge).
+        """
+        span = column_span(columns)
+        if span is None:
+            return 0
+        with refusals():
+            if not self._pg:
+                with self._writing() as raw:
+                    return raw.executemany(_UPSERT_SQLITE, sqlite_rows(columns)).rowcount
+            if fresh or not self._any_stored({(columns.symbol, columns.timeframe): span}):
+                try:
+                    return self._pg_load(pg_rows(columns), staged=False)
+                except psycopg.errors.UniqueViolation:
+                    pass  # another writer stored part of the range since the check: merge
+            return self._pg_load(pg_rows(columns), staged=True)
 
     def _any_stored(self, spans: dict[tuple[str, Timeframe], Span]) -> bool:
         keys = list(spans)
@@ -195,19 +211,9 @@ class OHLCVStore:
         )
         return bool(self._fetch(_ANY_STORED_PG, params)[0][0])
 
-    def _pg_load(self, candles: Sequence[Candle], timeframes: dict, *, staged: bool) -> int:
-        with self._writing() as raw, raw.cursor() as cur:
-            if staged:
-                cur.execute("CREATE TEMP TABLE ohlcv_load (LIKE ohlcv) ON COMMIT DROP")
-            target = "ohlcv_load" if staged else "ohlcv"
-            with cur.copy(f"COPY {target} ({_COLS}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_COPY_TYPES)
-                write_row = copy.write_row
-                for row in _pg_rows(candles, timeframes):
-                    write_row(row)
-            if staged:
-                cur.execute(_MERGE_STAGE_PG)
-            return cur.rowcount
+    def _pg_load(self, rows: Iterable[tuple], *, staged: bool) -> int:
+        with self._writing() as raw:
+            return copy_rows(raw, rows, staged=staged)
 
     @contextmanager
     def _writing(self) -> Iterator[Any]:
@@ -228,21 +234,44 @@ class OHLCVStore:
         """Candles with start <= ts < end (either bound optional), oldest first; at
         most `limit` of them, counted from the oldest."""
         tf = Timeframe(timeframe)
-        where, params = self._where(symbol, tf, start, end)
-        sql = f"{_SELECT} WHERE {where} ORDER BY ts"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(_count(limit, "limit"))
+        sql, params = self._select(symbol, tf, start, end, limit=limit)
         return self._build(symbol, tf, self._fetch(sql, params))
 
     def last_candles(self, symbol: str, timeframe: Timeframe | str, n: int) -> list[Candle]:
         """The newest `n` candles, oldest first."""
         tf = Timeframe(timeframe)
-        where, params = self._where(symbol, tf, None, None)
-        params.append(_count(n, "n"))
-        rows = self._fetch(f"{_SELECT} WHERE {where} ORDER BY ts DESC LIMIT %s", params)
+        sql, params = self._select(symbol, tf, None, None, limit=n, newest_first=True)
+        rows = self._fetch(sql, params)
         rows.reverse()
         return self._build(symbol, tf, rows)
+
+    def series_around(
+        self,
+        symbol: str,
+        timeframe: Timeframe | str,
+        first: datetime,
+        before: int | None = 200,
+    ) -> tuple[CandleColumns, CandleColumns]:
+        """(the last `before` stored candles before `first`, all of them when None; every
+        stored candle from `first` on), as columns: what an import needs around its
+        first time to continue the EMAs and to see what it replaces."""
+        tf = Timeframe(timeframe)
+        with self._engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            prior = self.read_before(raw, symbol, tf, first, before)
+            tail = self._fetch_on(raw, *self._select(symbol, tf, first, None))
+        return prior, columns_from_rows(symbol, tf, tail, None if self._pg else _fromtimestamp)
+
+    def read_before(
+        self, raw, symbol: str, timeframe: Timeframe | str, first: datetime, before: int | None
+    ) -> CandleColumns:
+        """The last `before` stored candles before `first` (all when None), as columns,
+        read on the driver connection `raw` (an import's loader holds its own)."""
+        tf = Timeframe(timeframe)
+        sql, params = self._select(symbol, tf, None, first, limit=before, newest_first=True)
+        prior = self._fetch_on(raw, sql, params)
+        prior.reverse()
+        return columns_from_rows(symbol, tf, prior, None if self._pg else _fromtimestamp)
 
     def stored_ts(
         self,
@@ -312,6 +341,24 @@ class OHLCVStore:
             )
         return rows
 
+    def _select(
+        self,
+        symbol: str,
+        tf: Timeframe,
+        start: datetime | None,
+        end: datetime | None,
+        *,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> tuple[str, list]:
+        """The query for (ts, open, ..., ema_200) rows of one series, in time order."""
+        where, params = self._where(symbol, tf, start, end)
+        sql = f"{_SELECT} WHERE {where} ORDER BY ts{' DESC' if newest_first else ''}"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(_count(limit, "limit"))
+        return sql, params
+
     def _where(
         self, symbol: str, tf: Timeframe, start: datetime | None, end: datetime | None
     ) -> tuple[str, list]:
@@ -334,12 +381,14 @@ class OHLCVStore:
 
     def _fetch(self, sql: str, params: Sequence) -> list[tuple]:
         with self._engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            if not self._pg:
-                return raw.execute(sql.replace("%s", "?"), params).fetchall()
-            with raw.cursor(binary=True) as cur:
-                cur.execute(sql, params)
-                return cur.fetchall()
+            return self._fetch_on(conn.connection.driver_connection, sql, params)
+
+    def _fetch_on(self, raw, sql: str, params: Sequence) -> list[tuple]:
+        if not self._pg:
+            return raw.execute(sql.replace("%s", "?"), params).fetchall()
+        with raw.cursor(binary=True) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
 
     def _build(self, symbol: str, tf: Timeframe, rows: list[tuple]) -> list[Candle]:
         return _candles(symbol, tf, rows, None if self._pg else _fromtimestamp)
@@ -381,7 +430,7 @@ class _ExpectedBars:
 # object.__setattr__ call each. Setting its slots directly builds equal objects in
 # about half the time, which is most of a year's read; should Candle ever grow a
 # field or a __post_init__, reads fall back to calling it.
-_CANDLE_FIELDS = ("symbol", "timeframe", "ts", *_VALUES)
+_CANDLE_FIELDS = COLUMNS
 _SLOTS = tuple(Candle.__dict__.get(name) for name in _CANDLE_FIELDS)
 _DIRECT = (
     tuple(f.name for f in fields(Candle)) == _CANDLE_FIELDS
@@ -422,90 +471,8 @@ def _candles(symbol: str, tf: Timeframe, rows: list[tuple], to_datetime) -> list
     return out
 
 
-# --- batches ------------------------------------------------------------------------------------
-
-
-def _spans(candles: Sequence[Candle]) -> dict[tuple[str, Timeframe], Span]:
-    """Check a batch; return each series' (first, last) start.
-
-    Refuses a naive or fractional-second `ts`, an unknown timeframe, and a key
-    given twice: a duplicate has no defined winner (the backends would differ).
-    """
-    if not isinstance(candles, Sequence):
-        # The writers read the batch twice: a generator would be empty the second time.
-        raise TypeError(f"pass candles as a list or tuple, not {type(candles).__name__}")
-    spans: dict[tuple[str, Any], list[datetime]] = {}
-    symbol = timeframe = prev = None
-    span: list[datetime] = []
-    reordered = False
-    for c in candles:
-        ts = c.ts
-        if ts.tzinfo is None or ts.microsecond:
-            raise InvalidCandles(f"ts must be aware and on a whole second: {c!r}")
-        if c.symbol != symbol or c.timeframe != timeframe:
-            symbol, timeframe, prev = c.symbol, c.timeframe, None
-            span = spans.get((symbol, timeframe))
-            if span is None:
-                span = spans[(symbol, timeframe)] = [ts, ts]
-            else:
-                reordered = True
-        if prev is not None and ts <= prev:
-            reordered = True
-        prev = ts
-        if ts > span[1]:
-            span[1] = ts
-        elif ts < span[0]:
-            span[0] = ts
-    if reordered:
-        _refuse_duplicates(candles)
-    result = {}
-    for (symbol, tf), (first, last) in spans.items():
-        try:
-            result[(symbol, Timeframe(tf))] = (first, last)
-        except ValueError:
-            raise InvalidCandles(f"unknown timeframe {tf!r} for {symbol}") from None
-    return result
-
-
-def _timeframes(spans: dict[tuple[str, Timeframe], Span]) -> dict[Timeframe, str]:
-    """{timeframe: its stored text}; a candle's timeframe given as "5m" finds it too."""
-    return {tf: tf.value for _, tf in spans}
-
-
-def _refuse_duplicates(candles: Sequence[Candle]) -> None:
-    seen: set[tuple] = set()
-    for c in candles:
-        key = (c.symbol, c.timeframe, c.ts)  # Timeframe.M5 and "5m" hash alike
-        if key in seen:
-            raise InvalidCandles(
-                f"{c.symbol} {c.timeframe} {c.ts.isoformat()} is in the batch twice"
-            )
-        seen.add(key)
-
-
-def _pg_rows(candles: Sequence[Candle], timeframes: dict) -> Iterator[tuple]:
-    for c in candles:
-        yield (
-            c.symbol, timeframes[c.timeframe], c.ts, c.open, c.high, c.low, c.close,
-            c.volume, c.ema_9, c.ema_21, c.ema_50, c.ema_200,
-        )  # fmt: skip
-
-
-def _sqlite_rows(candles: Sequence[Candle], timeframes: dict) -> Iterator[tuple]:
-    for c in candles:
-        e9, e21, e50, e200 = c.ema_9, c.ema_21, c.ema_50, c.ema_200
-        # SQLite would store a NaN EMA as NULL; PostgreSQL refuses it, so refuse it here.
-        # (NaN is the only value unequal to itself; None == None.)
-        if e9 != e9 or e21 != e21 or e50 != e50 or e200 != e200:
-            raise InvalidCandles(f"NaN EMA in {c!r}")
-        yield (
-            c.symbol, timeframes[c.timeframe], int(c.ts.timestamp()), c.open, c.high, c.low,
-            c.close, c.volume, e9, e21, e50, e200,
-        )  # fmt: skip
-
-
 @contextmanager
-def _refusals() -> Iterator[None]:
+def refusals() -> Iterator[None]:
     """Constraint violations (NaN, high < low, ...) become InvalidCandles."""
     try:
         yield
