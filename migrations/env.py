@@ -22,6 +22,12 @@ def _render_item(type_, obj, autogen_context):
     return False
 
 
+def _include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Autogenerate ignores tables the app's models don't own (the market schema's ohlcv,
+    alembic_version_market) when both schemas share one database."""
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
 def _url() -> str:
     return config.attributes.get("url") or load_settings().resolved_database_url
 
@@ -43,6 +49,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,
             render_item=_render_item,
+            include_object=_include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -10,13 +10,17 @@ from alembic.config import Config
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def alembic_config(url: str) -> Config:
-    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+def _config(script_dir: Path, url: str) -> Config:
+    cfg = Config(str(script_dir / "alembic.ini"))
+    cfg.set_main_option("script_location", str(script_dir))
     cfg.attributes["url"] = url
     # Keep the app's own logging setup; alembic.ini's would replace it.
     cfg.attributes["configure_logging"] = False
     return cfg
+
+
+def alembic_config(url: str) -> Config:
+    return _config(MIGRATIONS_DIR, url)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
@@ -29,11 +33,7 @@ MARKET_MIGRATIONS_DIR = MIGRATIONS_DIR / "market"
 
 
 def market_alembic_config(url: str) -> Config:
-    cfg = Config(str(MARKET_MIGRATIONS_DIR / "alembic.ini"))
-    cfg.set_main_option("script_location", str(MARKET_MIGRATIONS_DIR))
-    cfg.attributes["url"] = url
-    cfg.attributes["configure_logging"] = False
-    return cfg
+    return _config(MARKET_MIGRATIONS_DIR, url)
 
 
 def upgrade_market(url: str, revision: str = "head") -> None:

@@ -37,3 +37,13 @@ def test_downgrade_to_base_removes_every_table(tmp_path):
     command.downgrade(migrate.alembic_config(url), "base")
     tables = set(inspect(make_engine(url)).get_table_names())
     assert tables == {"alembic_version"}
+
+
+def test_app_and_market_schemas_can_share_one_database_without_drift(tmp_path):
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'both.db'}"
+    migrate.upgrade(url)
+    migrate.upgrade_market(url)
+    command.check(migrate.alembic_config(url))  # raises if autogenerate sees any difference
+    assert "ohlcv" in inspect(make_engine(url)).get_table_names()
