@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,37 @@ def pg_database(pg_url):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def migrated_market_store(url: str):
+    """An OHLCVStore at `url`, migrated, disposed after."""
+    from Webapp.market.ohlcv import OHLCVStore
+
+    store = OHLCVStore(url)
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+@pytest.fixture
+def market_store(tmp_path):
+    """The OHLCV store on a fresh SQLite file."""
+    with migrated_market_store(f"sqlite:///{tmp_path / 'market.db'}") as store:
+        yield store
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def any_market_store(request, tmp_path):
+    """The OHLCV store on each backend: a fresh SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'market-any.db'}"
+    else:
+        url = request.getfixturevalue("pg_database")
+    with migrated_market_store(url) as store:
+        yield store
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ from Webapp.market.csv_import import (
     symbol_from_filename,
 )
 from Webapp.market.indicators import ema_series
-from Webapp.market.ohlcv import OHLCVStore
 
 DAILY = SHARED_DATA / "nse-daily-2020-2025"
 FIVE_MIN = SHARED_DATA / "nse-5min-2026"
@@ -33,23 +32,13 @@ def need(folder):
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = OHLCVStore(f"sqlite:///{tmp_path / 'market.db'}")
-    store.migrate()
-    yield store
-    store.dispose()
+def store(market_store):
+    return market_store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def any_store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'market-any.db'}"
-    else:
-        url = request.getfixturevalue("pg_database")
-    store = OHLCVStore(url)
-    store.migrate()
-    yield store
-    store.dispose()
+@pytest.fixture
+def any_store(any_market_store):
+    return any_market_store
 
 
 def five_minute_bars(first_day: date, days: int, start_price: float = 1000.0):

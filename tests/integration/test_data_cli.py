@@ -6,11 +6,11 @@ from datetime import date
 
 import pytest
 
+from tests.conftest import migrated_market_store
 from tests.integration.test_csv_import import KITE_HEADER, five_minute_bars, kite_lines, write
 from tests.kitesim.historical import HistoricalSim
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Timeframe
-from Webapp.market.ohlcv import OHLCVStore
 
 
 @pytest.fixture
@@ -20,10 +20,9 @@ def cli_app(app):
 
 @pytest.fixture
 def market(cli_app):
-    store = OHLCVStore(cli_app.extensions["ladder"].settings.resolved_market_database_url)
-    store.migrate()
-    yield store
-    store.dispose()
+    url = cli_app.extensions["ladder"].settings.resolved_market_database_url
+    with migrated_market_store(url) as store:
+        yield store
 
 
 def run(app, *args):

@@ -19,7 +19,6 @@ from Webapp.market.history import (
 )
 from Webapp.market.indicators import ema_series
 from Webapp.market.instruments import InstrumentMap, UnknownInstrument
-from Webapp.market.ohlcv import OHLCVStore
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -54,11 +53,8 @@ def sim(clock):
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = OHLCVStore(f"sqlite:///{tmp_path / 'market.db'}")
-    store.migrate()
-    yield store
-    store.dispose()
+def store(market_store):
+    return market_store
 
 
 @pytest.fixture

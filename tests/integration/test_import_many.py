@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from tests.integration import test_csv_import
+from tests.conftest import migrated_market_store
 from tests.integration.test_csv_import import (
     FIVE_MIN,
     KITE_HEADER,
@@ -20,20 +20,21 @@ from tests.integration.test_csv_import import (
 from Webapp.market.candle import EMA_PERIODS, Candle, CandleColumns, Timeframe
 from Webapp.market.csv_import import import_many
 from Webapp.market.indicators import ema_series
-from Webapp.market.ohlcv import InvalidCandles, OHLCVStore
+from Webapp.market.ohlcv import InvalidCandles
 from Webapp.market.ohlcv_copy import PgPipe, copy_body
 from Webapp.market.ohlcv_loads import PgLoader, loader
 from Webapp.market.ohlcv_rows import pg_rows
 
-any_store = test_csv_import.any_store  # the fixture: SQLite and PostgreSQL
+
+@pytest.fixture
+def any_store(any_market_store):
+    return any_market_store
 
 
 @pytest.fixture
 def pg_store(pg_database):
-    store = OHLCVStore(pg_database)
-    store.migrate()
-    yield store
-    store.dispose()
+    with migrated_market_store(pg_database) as store:
+        yield store
 
 
 def closes(bars):

@@ -62,16 +62,9 @@ def with_close(candle: Candle, close: float) -> Candle:
     )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'market.db'}"
-    else:
-        url = request.getfixturevalue("pg_database")
-    store = OHLCVStore(url)
-    store.migrate()
-    yield store
-    store.dispose()
+@pytest.fixture
+def store(any_market_store):
+    return any_market_store
 
 
 def stored(store: OHLCVStore, symbol: str = "INFY", tf: Timeframe = Timeframe.M15) -> list:

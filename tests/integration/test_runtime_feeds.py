@@ -8,14 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from tests.conftest import REPO_ROOT, with_settings
+from tests.conftest import REPO_ROOT, migrated_market_store, with_settings
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.candle_recorder import CandleRecorder
 from Webapp.market.indicators import ema_series
 from Webapp.market.instruments import InstrumentMap
 from Webapp.market.ltp_store import LTPStore
-from Webapp.market.ohlcv import OHLCVStore
 from Webapp.runtime import Runtime, StartupError
 
 INSTRUMENTS = REPO_ROOT / "tests" / "data" / "instruments_nse_sample.csv"
@@ -28,10 +27,8 @@ def market_url(tmp_path):
 
 @pytest.fixture
 def market(market_url):
-    store = OHLCVStore(market_url)
-    store.migrate()
-    yield store
-    store.dispose()
+    with migrated_market_store(market_url) as store:
+        yield store
 
 
 def quotes_until(store: LTPStore, wanted: dict[str, float], timeout: float = 10) -> None:
