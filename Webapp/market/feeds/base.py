@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+
+_log = logging.getLogger(__name__)
 
 
 class FeedState(StrEnum):
@@ -82,6 +85,18 @@ class Feed(ABC):
             self._state = FeedState.RUNNING
             self._detail = ""
             self._running_since = now or datetime.now(UTC)
+
+    def _join_thread(self, thread: threading.Thread, timeout: float) -> bool:
+        """Wait for the feed's thread to end; False when it cannot be (or was not) joined."""
+        if thread is threading.current_thread():
+            # Called from a store subscriber on our own thread: the loop exits after this tick.
+            return False
+        thread.join(timeout)
+        if thread.is_alive():
+            _log.warning("%s feed thread did not stop within %.1fs", self.name, timeout)
+            self._mark_stopped(f"thread still alive after {timeout:.1f}s")
+            return False
+        return True
 
     def _mark_stopped(self, detail: str = "") -> None:
         self._set_state(FeedState.STOPPED, detail)

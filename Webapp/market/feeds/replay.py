@@ -347,12 +347,7 @@ class ReplayFeed(Feed):
             if self.status().state is not FeedState.ERROR:
                 self._mark_stopped(self._end_detail())
             return
-        if thread is threading.current_thread():
-            return  # called from a store subscriber: the loop exits after this tick
-        thread.join(timeout)
-        if thread.is_alive():
-            _log.warning("%s feed thread did not stop within %.1fs", self.name, timeout)
-            self._mark_stopped(f"thread still alive after {timeout:.1f}s")
+        if not self._join_thread(thread, timeout):
             return
         self._thread = None
 

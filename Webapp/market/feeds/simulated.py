@@ -107,13 +107,7 @@ class SimulatedFeed(Feed):
         if thread is None:
             self._mark_stopped()
             return
-        if thread is threading.current_thread():
-            # Called from a store subscriber on our own thread: the loop exits after this tick.
-            return
-        thread.join(timeout)
-        if thread.is_alive():
-            _log.warning("%s feed thread did not stop within %.1fs", self.name, timeout)
-            self._mark_stopped(f"thread still alive after {timeout:.1f}s")
+        if not self._join_thread(thread, timeout):
             return
         self._thread = None
         if self.status().state is not FeedState.ERROR:
