@@ -1,11 +1,21 @@
-"""SQLAlchemy models of the app database: users and the audit log."""
+"""SQLAlchemy models of the app database: users, the audit log and the Kite credentials."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, MetaData, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints so Alembic can alter SQLite tables in batch mode.
@@ -80,3 +90,26 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     client_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class KiteCredentials(Base):
+    """The one Kite Connect app this server trades with; secrets only as Fernet tokens.
+
+    The Fernet key is never stored here (see Webapp/broker/secrets.py): a stolen
+    database file alone does not reveal the api_secret or the access token.
+    """
+
+    __tablename__ = "kite_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1: one account
+    api_key_enc: Mapped[str] = mapped_column(Text)
+    api_secret_enc: Mapped[str] = mapped_column(Text)
+    access_token_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    kite_user_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    login_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_by: Mapped[str] = mapped_column(String(64))
+
+    def __repr__(self) -> str:  # never show a secret, even encrypted
+        return f"<KiteCredentials user={self.kite_user_id} expires={self.token_expires_at}>"

@@ -1,0 +1,1 @@
+"""Brokers: the interface, KiteBroker (live), PaperBroker (paper and backtest) and charges."""
