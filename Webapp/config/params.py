@@ -136,8 +136,22 @@ class GttParams(BaseModel):
     min_interval_s: Seconds
 
 
+class IntradayChargesParams(BaseModel):
+    """The Zerodha equity-intraday (MIS) rates that differ from delivery."""
+
+    model_config = _STRICT_FROZEN
+    brokerage_pct: Pct  # of the order value, capped at brokerage_max
+    brokerage_max: Rupees  # per executed order
+    stt_sell_pct: Pct  # sell side only
+    stamp_duty_pct: Pct  # buy side only
+
+
 class ChargesParams(BaseModel):
-    """Zerodha equity-delivery charges, for net P&L."""
+    """Zerodha equity charges, for net P&L: delivery (CNC) at the top level, intraday below.
+
+    The NSE transaction charge, the SEBI fee and GST are the same for both products,
+    so intraday reads them from the top level rather than repeating them.
+    """
 
     model_config = _STRICT_FROZEN
     brokerage: Rupees  # per executed order
@@ -147,6 +161,7 @@ class ChargesParams(BaseModel):
     stamp_duty_pct: Pct
     gst_pct: Annotated[float, Field(ge=0, le=100)]
     dp_charge: Rupees  # per scrip per sell day, GST on top
+    intraday: IntradayChargesParams
 
 
 class PaperParams(BaseModel):

@@ -90,6 +90,10 @@ def test_shipped_file_holds_the_defaults_of_strategy_md():
     assert p.charges.stamp_duty_pct == 0.015
     assert p.charges.gst_pct == 18
     assert p.charges.dp_charge == 13.50
+    assert p.charges.intraday.brokerage_pct == 0.03
+    assert p.charges.intraday.brokerage_max == 20
+    assert p.charges.intraday.stt_sell_pct == 0.025
+    assert p.charges.intraday.stamp_duty_pct == 0.003
     assert p.paper.slippage_bps == 5
 
 
@@ -112,6 +116,7 @@ class Bad:
 
 
 GE = "must be greater than or equal to"
+INTRADAY_CHARGES = ("brokerage_pct", "brokerage_max", "stt_sell_pct", "stamp_duty_pct")
 BAD_FILES = [
     Bad("negative pct", "gtt.limit_buffer_pct", -0.5, f"{GE} 0"),
     Bad("negative charge pct", "charges.stt_pct", -0.1, f"{GE} 0"),
@@ -153,6 +158,19 @@ BAD_FILES = [
     Bad("negative cooldown", "cooldown_minutes", -1, f"{GE} 0"),
     Bad("gtt buffer of 100%", "gtt.limit_buffer_pct", 100, "must be less than 100"),
     Bad("negative slippage", "paper.slippage_bps", -1, f"{GE} 0"),
+    Bad("intraday charges missing", "charges.intraday", DELETE, "missing"),
+    Bad("intraday charges not a mapping", "charges.intraday", 0.03, "mapping"),
+    Bad("unknown intraday charge", "charges.intraday.dp_charge", 13.5, "unknown key"),
+    Bad("intraday brokerage of 100%", "charges.intraday.brokerage_pct", 100, "less than 100"),
+    Bad("intraday stt as text", "charges.intraday.stt_sell_pct", "0.025", "valid number"),
+    *(
+        Bad(f"missing intraday {key}", f"charges.intraday.{key}", DELETE, "missing")
+        for key in INTRADAY_CHARGES
+    ),
+    *(
+        Bad(f"negative intraday {key}", f"charges.intraday.{key}", -0.01, f"{GE} 0")
+        for key in INTRADAY_CHARGES
+    ),
 ]
 
 
