@@ -1,4 +1,4 @@
-"""Run kitesim's ticker standalone: `python -m tests.kitesim --port 8765 --tick-hz 2`."""
+"""Run kitesim standalone, ticker and REST: `python -m tests.kitesim --port 8765 --tick-hz 2`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import logging
 import random
 import threading
 
+from tests.kitesim.rest import DEFAULT_API_SECRET, KiteRestSim
 from tests.kitesim.ticker import DEFAULT_ACCESS_TOKEN, DEFAULT_API_KEY, TickerSim
 
-# A few NSE instruments and an index with their Kite instrument tokens and rough prices.
+# A few NSE instruments and an index with their tokens in tests/data/instruments_nse_sample.csv
+# (which the REST half trades by) and rough prices.
 INSTRUMENTS = {
-    738561: ("RELIANCE", 1364.0),
-    408065: ("INFY", 1523.45),
-    2953217: ("TCS", 3901.05),
-    341249: ("HDFCBANK", 1688.8),
-    779521: ("SBIN", 811.15),
-    256265: ("NIFTY 50", 22514.65),
+    23381249: ("RELIANCE", 1364.0),
+    23267585: ("INFY", 1523.45),
+    23457025: ("TCS", 3901.05),
+    23201281: ("HDFCBANK", 1688.8),
+    23400193: ("SBIN", 811.15),
+    23295753: ("NIFTY 50", 22514.65),
 }
 TICK_SIZE = 0.05
 
@@ -39,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--heartbeat-s", type=float, default=1.0, help="heartbeat interval")
     parser.add_argument("--seed", type=int, default=None, help="seed for the random walk")
+    parser.add_argument(
+        "--rest-port", type=int, default=8766, help="REST port (0: any free one; -1: no REST)"
+    )
+    parser.add_argument("--api-secret", default=DEFAULT_API_SECRET, help="the app's API secret")
+    parser.add_argument("--redirect-url", default=None, help="where /connect/login sends users")
+    parser.add_argument("--postback-url", default=None, help="where order updates are POSTed")
+    parser.add_argument("--cash", type=float, default=1_000_000.0, help="the account's cash")
     args = parser.parse_args(argv)
     if args.tick_hz < 0:
         parser.error("--tick-hz must be zero or positive")
@@ -73,6 +82,21 @@ def main(argv: list[str] | None = None) -> None:
         access_tokens=tokens,
         heartbeat_interval_s=args.heartbeat_s,
     ).start()
+    rest = None
+    if args.rest_port >= 0:
+        rest = KiteRestSim(
+            api_key=args.api_key,
+            api_secret=args.api_secret,
+            access_token=tokens[0],
+            ticker=sim,
+            redirect_url=args.redirect_url,
+            postback_url=args.postback_url,
+            cash=args.cash,
+            host=args.host,
+            port=args.rest_port,
+        ).start()
+        for token in reversed(tokens):  # every token is valid; the first is the current one
+            rest.renew_token(token)
     for token, (_symbol, price) in INSTRUMENTS.items():
         sim.set_price(token, price, send=False)
     stop = threading.Event()
@@ -85,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         ).start()
     print(f"kitesim ticker on {sim.url}  (api_key={args.api_key}, access tokens: {tokens})")
     print(f"  KiteTicker({args.api_key!r}, {tokens[0]!r}, root={sim.url!r})")
+    if rest is not None:
+        print(f"kitesim REST on {rest.url}  (api_secret={args.api_secret})")
+        print(f"  KiteConnect({args.api_key!r}, access_token={tokens[0]!r}, root={rest.url!r})")
     for token, (symbol, _price) in INSTRUMENTS.items():
         print(f"  {token:>8}  {symbol}")
     print("Ctrl-C stops it.", flush=True)
@@ -94,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         stop.set()
+        if rest is not None:
+            rest.stop()
         sim.stop()
 
 

@@ -8,6 +8,8 @@ deterministic seeded walk per instrument token on the NSE calendar's bars; a
 request over Kite's window for its interval is refused like Kite does. Every
 request is recorded (with the injectable clock's time) and faults can be switched
 on: fail the Nth historical request, or the next few, with any error type.
+`KiteRestSim` (rest.py) serves these same routes beside the trading ones through
+`add_routes`, with its own logins deciding who is authorized.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class HistoricalSim:
         calendar: MarketCalendar | None = None,
         instruments_csv: Path = INSTRUMENTS_CSV,
         seed: int = 7,
+        authorize: Callable[[], bool] | None = None,
     ) -> None:
         self.api_key = api_key
         self.access_token = access_token
@@ -115,6 +118,7 @@ class HistoricalSim:
         self.calendar = calendar or MarketCalendar.nse()
         self.instruments_csv = instruments_csv
         self.seed = seed
+        self._authorize = authorize  # decides logins instead of api_key/access_token
         self._lock = threading.Lock()
         self._requests: list[HistRequest] = []
         self._historical_count = 0
@@ -132,7 +136,10 @@ class HistoricalSim:
             raise RuntimeError("kitesim REST is already running")
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="kitesim-rest", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits for one poll
+            name="kitesim-rest",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -246,9 +253,17 @@ class HistoricalSim:
 
     def _make_app(self) -> Flask:
         app = Flask("kitesim_rest")
+        self.add_routes(app)
+        return app
 
-        @app.get("/instruments")
-        @app.get("/instruments/<exchange>")
+    def add_routes(
+        self, app: Flask, wrap: Callable[[str, Callable], Callable] = lambda key, view: view
+    ) -> None:
+        """Register `/instruments[/<exchange>]` and the historical route on `app`.
+
+        `wrap(route_key, view)` may wrap each view ("instruments", "historical").
+        """
+
         def instruments(exchange: str | None = None):
             if not self._authorized():
                 return self._record_error(_fault("TokenException", None, None))
@@ -259,13 +274,22 @@ class HistoricalSim:
             self._record(HistRequest(self.clock(), request.path, 200, authorized=True))
             return Response(text + "\n", mimetype="text/csv")
 
-        @app.get("/instruments/historical/<int:token>/<interval>")
         def historical(token: int, interval: str):
             return self._historical(token, interval)
 
-        return app
+        wrapped = wrap("instruments", instruments)
+        app.add_url_rule("/instruments", "instruments", wrapped, methods=["GET"])
+        app.add_url_rule("/instruments/<exchange>", "instruments", wrapped, methods=["GET"])
+        app.add_url_rule(
+            "/instruments/historical/<int:token>/<interval>",
+            "historical",
+            wrap("historical", historical),
+            methods=["GET"],
+        )
 
     def _authorized(self) -> bool:
+        if self._authorize is not None:
+            return self._authorize()
         header = request.headers.get("Authorization", "")
         token = self.access_token
         return header == f"token {self.api_key}:{token}" and token not in self._expired

@@ -246,6 +246,7 @@ class TickerSim:
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._price_listeners: list[Callable[[int, float], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -335,6 +336,12 @@ class TickerSim:
                 )
                 updated[token] = replace(tick, **fields) if fields else tick
             self._ticks.update(updated)
+            listeners = list(self._price_listeners)
+        # Listeners (kitesim's exchange) act before the tick goes out, so a client that
+        # has seen a price can count on the orders and GTTs it crossed being settled.
+        for listener in listeners:
+            for token, tick in updated.items():
+                listener(token, tick.last_price)
         if send:
             self._send_ticks(updated)
         return updated
@@ -350,6 +357,16 @@ class TickerSim:
             chosen = self._ticks if tokens is None else {t: self._ticks[t] for t in tokens}
             chosen = dict(chosen)
         self._send_ticks(chosen)
+
+    def add_price_listener(self, listener: Callable[[int, float], None]) -> None:
+        """Call `listener(token, last_price)` for every price set, sent or not."""
+        with self._lock:
+            self._price_listeners.append(listener)
+
+    def remove_price_listener(self, listener: Callable[[int, float], None]) -> None:
+        with self._lock:
+            if listener in self._price_listeners:
+                self._price_listeners.remove(listener)
 
     # --- other messages ------------------------------------------------------------
 
