@@ -9,17 +9,19 @@ PostgreSQL a `PgLoader`, whose requests return at once:
   ohlcv_copy.StoredContext); `context()` collects the answer, usually long ready;
 - `submit(columns, rows_from, done, otherwise)` stores a batch meant as the whole
   series from its first time on: nothing stored from there (`rows_from` is None) →
-  a direct COPY, sent and left running (three connections take turns: one is
-  started ahead while the others copy and commit); the same bytes as stored →
-  nothing to write (a re-import); anything else → `otherwise()`, the general
-  merge, at once;
+  sent down the open direct COPY, which the server stores as the rows arrive (two
+  connections take turns: one streams while the other commits its last COPY or
+  has the next one started ahead); the same bytes as stored → nothing to write (a
+  re-import); anything else → `otherwise()`, the general merge, at once;
 - `done(changed, restated, error)` hears each outcome, in order within a series.
 
-A file is stored whole or not at all. Fresh batches of different series are sent
-together in one COPY (a COPY statement costs the server about as much as a file's
-rows), so they commit together; if the server refuses that COPY, nothing of it is
-stored and each batch is copied again alone, to be stored whole or refused whole (a
-row stored meanwhile by another writer sends its batch to `otherwise`). The COPYs
+A file is stored whole or not at all. Fresh batches of different series go down one
+COPY, up to _GROUP_ROWS rows or until a batch of the same series must read what is
+stored (a COPY statement costs the server about as much as a file's rows, so one
+for a whole import spares it 10-15% of its work), and commit together; if the
+server refuses that COPY, nothing of it is stored and each batch is copied again
+alone, to be stored whole or refused whole (a row stored meanwhile by another
+writer sends its batch to `otherwise`). The COPYs
 commit without waiting for their WAL to reach the disk (synchronous_commit off: a
 crash can lose such a commit whole, never part of it), and the loader's block ends
 with one synchronous commit that flushes them all: when an import returns, all it
@@ -40,17 +42,18 @@ import psycopg
 
 from Webapp.market.candle import CandleColumns, Timeframe
 from Webapp.market.ohlcv import InvalidCandles, OHLCVStore, refusals
-from Webapp.market.ohlcv_copy import PgPipe, StoredContext, copy_body, copy_stream, row_start
+from Webapp.market.ohlcv_copy import PgPipe, StoredContext, copy_stream, row_start
 from Webapp.market.ohlcv_rows import column_span, pg_rows
 
 Done = Callable[[int, int, InvalidCandles | None], None]  # (changed, restated, error)
 Otherwise = Callable[[], tuple[int, int]]  # the general path: (changed, restated)
 Series = tuple[str, Timeframe]
 _READ_CONNECTIONS = 2
-_COPY_CONNECTIONS = 3
-# Fresh batches are gathered into one COPY up to about this many rows: each COPY
-# statement costs the server ~1.5 ms on top of its rows (a file's worth of rows).
-_GROUP_ROWS = 5_000
+_COPY_CONNECTIONS = 2
+# Fresh batches go down one COPY up to about this many rows (~14 MB kept to copy them
+# again alone, should the server refuse the COPY): each COPY statement costs the
+# server ~0.7 ms on top of its rows (half a file's worth of rows).
+_GROUP_ROWS = 100_000
 
 
 class Loader:
@@ -85,7 +88,8 @@ class PgLoader(Loader):
         self._copiers = copiers
         self._copying: list[list[_Batch] | None] = [None] * len(copiers)
         self._turn = 0
-        self._group: list[_Batch] = []  # fresh batches not sent yet
+        self._open: int | None = None  # the copier whose COPY takes fresh batches
+        self._group: list[_Batch] = []  # the batches sent down it
         self._group_rows = 0
 
     @property
@@ -125,13 +129,9 @@ class PgLoader(Loader):
         except InvalidCandles as exc:
             done(0, 0, exc)
             return
-        body = copy_body(self._copiers[0].encode(pg_rows(columns)))
-        assert body is not None, "psycopg's binary COPY stream changed its layout"
+        body = self._copiers[0].encode_rows(pg_rows(columns))
         if rows_from is None:
-            self._group.append(_Batch(columns, body, done, otherwise))
-            self._group_rows += len(columns.ts)
-            if self._group_rows >= _GROUP_ROWS:
-                self._send_group()
+            self._stream(_Batch(columns, body, done, otherwise))
         elif rows_from == body:  # the same rows, byte for byte
             done(0, 0, None)
         else:
@@ -149,6 +149,8 @@ class PgLoader(Loader):
     def prepare_copy(self) -> None:
         """Start the next COPY ahead of its data (see PgPipe.start_copy), once the
         connection whose turn it is has finished its last one (usually long ago)."""
+        if self._open is not None:
+            return
         i = self._turn
         self._collect(i)
         if not self._copiers[i].starting:
@@ -165,15 +167,28 @@ class PgLoader(Loader):
         for pipe in [pipe for _, pipe in self._readers] + self._copiers:
             pipe.close()
 
+    def _stream(self, batch: _Batch) -> None:
+        """Send a fresh batch down the open COPY (opening one if none is), which the server
+        stores as it arrives; end it once it holds _GROUP_ROWS rows."""
+        if self._open is None:
+            i = self._turn
+            self._collect(i)
+            self._copiers[i].open_copy()
+            self._open = i
+        self._copiers[self._open].write_copy(batch.body)
+        self._group.append(batch)
+        self._group_rows += len(batch.columns.ts)
+        if self._group_rows >= _GROUP_ROWS:
+            self._send_group()
+
     def _send_group(self) -> None:
-        """COPY the fresh batches gathered so far, as one statement (see the docstring)."""
-        group, self._group, self._group_rows = self._group, [], 0
-        if not group:
+        """End the open COPY: its batches commit together (see the docstring)."""
+        i, group = self._open, self._group
+        self._open, self._group, self._group_rows = None, [], 0
+        if i is None:
             return
-        i = self._turn
         self._turn = (i + 1) % len(self._copiers)
-        self._collect(i)
-        self._copiers[i].send_copy(copy_stream([batch.body for batch in group]))
+        self._copiers[i].end_copy()
         self._copying[i] = group
 
     def _collect(self, i: int) -> None:

@@ -205,12 +205,26 @@ def test_stored_rows_come_back_as_the_bytes_their_copy_carried(pg_store):
         assert isinstance(load, PgLoader)
         pipe = PgPipe(conn.connection.driver_connection)
         encoded = pipe.encode(pg_rows(columns))
+        rows_only = pipe.encode_rows(pg_rows(columns))
         pipe.close()
         load.ask(("M&M", Timeframe.M5), columns.ts[0], 200)
         whole = load.context()
         load.ask(("M&M", Timeframe.M5), columns.ts[250], 200)
         middle = load.context()
-    assert whole.rows_from == copy_body(encoded)
+    assert whole.rows_from == copy_body(encoded) == rows_only
     assert (whole.prior_closes, whole.last_emas) == ([], None)
     assert middle.prior_closes == closes(bars)[50:250]
     assert middle.last_emas == tuple(ema[249] for ema in emas)
+
+
+def test_a_copy_left_open_by_a_failing_import_stores_nothing(pg_store):
+    bars = five_minute_bars(date(2024, 1, 1), 1)
+    outcomes = []
+    with pytest.raises(KeyboardInterrupt), loader(pg_store) as load:
+        load.submit(_columns("INFY", bars), None, lambda *o: outcomes.append(o), lambda: (0, 0))
+        raise KeyboardInterrupt  # the import stops with the COPY still open
+    assert outcomes == []
+    assert pg_store.symbols() == []
+    with loader(pg_store) as load:  # the pooled connections are fine for the next import
+        load.submit(_columns("INFY", bars), None, lambda *o: outcomes.append(o), lambda: (0, 0))
+    assert outcomes == [(len(bars), 0, None)]
