@@ -11,9 +11,6 @@ rerun resumes.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +25,7 @@ from Webapp.market.calendar import IST, SESSION_CLOSE, MarketCalendar
 from Webapp.market.candle import Timeframe
 from Webapp.market.instruments import InstrumentMap
 from Webapp.market.ohlcv import InvalidCandles
+from Webapp.ratelimit import Limiter, RateLimiter  # RateLimiter: also imported from here
 
 Progress = Callable[[int, int], None]
 
@@ -53,48 +51,10 @@ MAX_DAYS: dict[str, int] = {
     "60minute": 400,
     "day": 2000,
 }
-REQUESTS_PER_SECOND = 3
+REQUESTS_PER_SECOND = 3  # Kite's historical limit (Webapp.ratelimit.KITE_HISTORICAL_PER_SECOND)
 # Failures worth another try: the request is a read, so repeating it is safe.
 _RETRY_DELAYS_S = (1.0, 3.0)
 _LAST_SECOND = clock_time(23, 59, 59)
-
-
-class RateLimiter:
-    """At most `rate` calls in any `per`-second window, shared by every thread that holds it.
-
-    `clock` (monotonic seconds) and `sleep` are injectable so tests need not wait.
-    A caller that must wait holds the lock while sleeping: waiting callers queue up
-    in order instead of racing for the next free slot.
-    """
-
-    def __init__(
-        self,
-        rate: int = REQUESTS_PER_SECOND,
-        per: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate < 1 or per <= 0:
-            raise ValueError(f"a rate limit needs rate >= 1 and per > 0, got {rate}/{per}s")
-        self.rate = rate
-        self.per = per
-        self.clock = clock
-        self.sleep = sleep
-        self._recent: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Wait for a free slot and take it; returns the clock time of the slot."""
-        with self._lock:
-            while True:
-                now = self.clock()
-                recent = self._recent
-                while recent and recent[0] <= now - self.per:
-                    recent.popleft()
-                if len(recent) < self.rate:
-                    recent.append(now)
-                    return now
-                self.sleep(recent[0] + self.per - now)
 
 
 class HistoryFetchError(Exception):
@@ -168,7 +128,7 @@ def fetch_history(
     start: date,
     end: date,
     progress: Progress | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     calendar: MarketCalendar | None = None,
     *,
     exchange: str = "NSE",
@@ -176,7 +136,9 @@ def fetch_history(
 ) -> FetchReport:
     """Fetch `symbols` from `start` to `end` (IST dates, both included) and store them.
 
-    `kite` is a logged-in `kiteconnect.KiteConnect`. `progress(chunks_done,
+    `kite` is a logged-in `kiteconnect.KiteConnect`. `limiter` defaults to a private
+    3/s window; pass `KiteRateLimits.historical` to share one API key's allowance
+    with a running KiteBroker. `progress(chunks_done,
     chunks_total)` is called after each window. Candles still forming at `now()` are
     not stored (Kite returns today's unfinished candle). Raises HistoryFetchError on
     the first failure (UnknownInstrument before any request for a symbol not in the
@@ -189,7 +151,7 @@ def fetch_history(
     """
     timeframe = Timeframe(timeframe)
     calendar = calendar or MarketCalendar.nse()
-    limiter = limiter or RateLimiter()
+    limiter = limiter or RateLimiter(REQUESTS_PER_SECOND)
     now = now or (lambda: datetime.now(UTC))
     chunks = chunk_ranges(start, end, timeframe)
     tokens = {symbol: instruments.token(symbol, exchange) for symbol in symbols}
