@@ -6,7 +6,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from Webapp.storage import migrate
+from Webapp.storage import (
+    migrate,
+    paper_models,  # noqa: F401  (the paper_* tables are models too)
+)
 from Webapp.storage.db import make_engine
 from Webapp.storage.models import Base
 
