@@ -56,11 +56,22 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         settings, db_engine, make_session_factory(db_engine), market_db_engine=market_engine
     )
     app.teardown_appcontext(close_db)
+    _init_secrets(app, settings)
 
     _init_extensions(app)
     _register_blueprints(app)
     _register_template_helpers(app, settings)
     return app
+
+
+def _init_secrets(app: Flask, settings: Settings) -> None:
+    """The Fernet key for stored Kite secrets; a loose or malformed key stops the start."""
+    from Webapp.broker.secrets import load_box
+    from Webapp.web.kite_auth import install_log_redaction
+    from Webapp.web.settings import BOX_KEY
+
+    app.extensions[BOX_KEY] = load_box(settings)  # SecretKeyError is a SettingsError
+    install_log_redaction()
 
 
 def _init_extensions(app: Flask) -> None:
@@ -80,9 +91,19 @@ def _init_extensions(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from Webapp.web import auth, cli, dashboard, data, data_cli, health, users_admin
+    from Webapp.web import (
+        auth,
+        cli,
+        dashboard,
+        data,
+        data_cli,
+        health,
+        kite_auth,
+        settings,
+        users_admin,
+    )
 
-    for module in (auth, dashboard, data, health, users_admin):
+    for module in (auth, dashboard, data, health, users_admin, settings, kite_auth):
         app.register_blueprint(module.bp)
     cli.register(app)
     data_cli.register(app)

@@ -53,12 +53,16 @@ class Settings(BaseSettings):
     price_push_hz: float = Field(default=4.0, gt=0, le=50)
     login_rate_limit: str = "5 per minute"
 
-    # FEED=kite. Until the settings page stores credentials encrypted (the brokers
-    # issue), they come from the environment; the token is never logged or shown.
+    # Kite: the Settings page stores the api key and secret, and /kite/login the day's
+    # access token, encrypted with the Fernet key (FERNET_KEY, else instance/fernet.key).
+    # KITE_API_KEY / KITE_ACCESS_TOKEN are the fallback when nothing is stored.
+    # No secret is ever logged or shown.
+    fernet_key: str = Field(default="", repr=False)
     kite_api_key: str = ""
     kite_access_token: str = Field(default="", repr=False)
     kite_ws_root: str = ""  # empty: Kite's own; tests point it at tests/kitesim
     kite_rest_root: str = ""
+    kite_login_url: str = ""  # empty: Kite's own login page; tests point it at kitesim
     kite_instruments_path: Path | None = None  # Kite's instruments CSV; else fetched from Kite
 
     # FEED=replay: stored candles played along their price path at REPLAY_SPEED x.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -46,11 +47,16 @@ def _kite_feed(settings, params, universe, store, bus) -> Feed:
     # Imported here: it loads Twisted, which the other feeds never need.
     from Webapp.market.feeds.kite import KiteFeed
 
-    if not settings.kite_api_key or not settings.kite_access_token:
+    credentials = KiteCredentialSource(settings)
+    api_key = credentials.api_key()
+    if not api_key:
         raise FeedConfigError(
-            "FEED=kite needs KITE_API_KEY and KITE_ACCESS_TOKEN (until the Kite login page exists)"
+            "FEED=kite needs the Kite api key: save it on the Settings page (under FEED=sim) "
+            "and log in to Kite, or set KITE_API_KEY and KITE_ACCESS_TOKEN"
         )
-    instruments = load_instruments(settings)
+    # Read at every (re)connect, so a new daily token is picked up without a restart.
+    access_token = credentials.access_token
+    instruments = load_instruments(settings, api_key, access_token)
     try:
         tokens = instruments.for_symbols(m.symbol for m in universe)
     except UnknownInstrument as exc:
@@ -58,9 +64,8 @@ def _kite_feed(settings, params, universe, store, bus) -> Feed:
     return KiteFeed(
         store=store,
         bus=bus,
-        api_key=settings.kite_api_key,
-        # Read at every (re)connect, so a new daily token is picked up without a restart.
-        access_token=lambda: settings.kite_access_token,
+        api_key=api_key,
+        access_token=access_token,
         instruments=tokens,
         mode=params.feed.mode,
         stale_after_s=params.stale_after_s,
@@ -68,7 +73,32 @@ def _kite_feed(settings, params, universe, store, bus) -> Feed:
     )
 
 
-def load_instruments(settings: Settings) -> InstrumentMap:
+class KiteCredentialSource:
+    """The api key and day's token: stored (Settings page, /kite/login) first, else the env."""
+
+    def __init__(self, settings: Settings) -> None:
+        # Imported here: market/ reaches the broker's credential store only for FEED=kite.
+        from Webapp.broker.kite_session import StoredKite
+        from Webapp.broker.secrets import load_box
+        from Webapp.storage.db import make_engine, make_session_factory
+
+        self._settings = settings
+        engine = make_engine(settings.resolved_database_url)
+        self._stored = StoredKite(make_session_factory(engine), load_box(settings))
+
+    def __repr__(self) -> str:
+        return "<KiteCredentialSource>"
+
+    def api_key(self) -> str:
+        return self._stored.api_key() or self._settings.kite_api_key
+
+    def access_token(self) -> str:
+        return self._stored.access_token() or self._settings.kite_access_token
+
+
+def load_instruments(
+    settings: Settings, api_key: str = "", access_token: Callable[[], str] | None = None
+) -> InstrumentMap:
     """Kite's instrument list: from KITE_INSTRUMENTS_PATH when set, else from Kite's API."""
     path: Path | None = settings.kite_instruments_path
     if path is not None:
@@ -80,9 +110,16 @@ def load_instruments(settings: Settings) -> InstrumentMap:
     from kiteconnect.exceptions import KiteException
     from requests import RequestException
 
+    token = access_token() if access_token else settings.kite_access_token
+    if not token:
+        raise FeedConfigError(
+            "FEED=kite needs a Kite access token to fetch the instrument list: log in to Kite "
+            "(Settings page, under FEED=sim), set KITE_INSTRUMENTS_PATH, or set "
+            "KITE_API_KEY and KITE_ACCESS_TOKEN"
+        )
     kite = KiteConnect(
-        settings.kite_api_key,
-        access_token=settings.kite_access_token,
+        api_key or settings.kite_api_key,
+        access_token=token,
         root=settings.kite_rest_root or None,
     )
     try:

@@ -25,7 +25,8 @@ from Webapp.web.forms import ChangePasswordForm, LoginForm
 
 bp = Blueprint("auth", __name__)
 
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "health.healthz", "static"})
+# Kite's postback carries no session: its checksum (api_secret) is its login.
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "health.healthz", "static", "kite_auth.postback"})
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""Flask-WTF forms (CSRF included) for login, passwords and user admin."""
+"""Flask-WTF forms (CSRF included) for login, passwords, user admin and Kite credentials."""
 
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, Regexp
+from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp
 
 from Webapp.storage.users import MIN_PASSWORD_LENGTH
 
@@ -39,3 +39,23 @@ class CreateUserForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A bare form for buttons that only need the CSRF token."""
+
+
+class KiteCredentialsForm(FlaskForm):
+    """The Kite Connect app's api key and secret; the secret field is never pre-filled."""
+
+    api_key = StringField(
+        "API key",
+        validators=[
+            DataRequired(),
+            Regexp(r"^[A-Za-z0-9_-]{1,64}$", message="letters, digits, '_' or '-' (max 64)"),
+        ],
+    )
+    # Blank keeps the stored secret; the page never shows it, not even partly.
+    api_secret = PasswordField(
+        "API secret",
+        validators=[
+            Optional(),
+            Regexp(r"^[A-Za-z0-9_-]{1,128}$", message="letters, digits, '_' or '-' (max 128)"),
+        ],
+    )

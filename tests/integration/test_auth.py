@@ -10,7 +10,7 @@ from tests.conftest import ADMIN_PASSWORD, VIEWER_PASSWORD, csrf_token, login
 from Webapp import create_app
 from Webapp.storage.models import AuditEntry
 
-PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static"}
+PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static", "kite_auth.postback"}
 
 
 def test_good_login_opens_the_dashboard(client, admin):
