@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from kiteconnect import exceptions as kite_errors
 
+from tests.helpers import FakeClock
 from tests.kitesim.historical import HistoricalSim
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import EMA_PERIODS, Timeframe
@@ -21,24 +22,6 @@ from Webapp.market.indicators import ema_series
 from Webapp.market.instruments import InstrumentMap, UnknownInstrument
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-class FakeClock:
-    """Monotonic seconds that move only when someone sleeps; shared by limiter and sim."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
 
 
 @pytest.fixture

@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers import FakeClock
 from tests.kitesim.rest import KiteRestSim
 from Webapp.broker.base import BrokerStatus, GttRequest, GttType, OrderRequest, OrderType, Side
 from Webapp.broker.kite import KiteBroker
 from Webapp.event_bus import EventBus
-
-
-class FakeClock:
-    """Monotonic seconds that move only when someone sleeps; limiter, breaker, backoff and sim."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 class BrokerEvents:

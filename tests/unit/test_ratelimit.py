@@ -6,29 +6,8 @@ import threading
 
 import pytest
 
+from tests.helpers import FakeClock
 from Webapp.ratelimit import KiteRateLimits, RateLimiter
-
-
-class FakeClock:
-    """Monotonic seconds that move only when someone sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 def most_in_any_window(stamps: list[float], window: float) -> int:
@@ -40,7 +19,7 @@ def most_in_any_window(stamps: list[float], window: float) -> int:
 
 @pytest.fixture
 def clock():
-    return FakeClock()
+    return FakeClock(500.0)
 
 
 @pytest.fixture
