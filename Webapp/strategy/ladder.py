@@ -1,0 +1,264 @@
+"""The ladder rules (STRATEGY.md): pure functions from a ladder and a price to decisions.
+
+Nothing here calls the broker, reads the clock or writes the database: the engine
+passes the time and the account summary in, and carries out the actions that come
+back. That is what lets live, paper and backtest decide alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from Webapp.broker.base import round_down_to_tick, round_up_to_tick
+from Webapp.config.params import KITE_MIN_TRIGGER_DISTANCE_PCT, Params
+from Webapp.strategy.actions import Action, Buy, Exit, ModifyGtt, PlaceGtt, RaiseStop, Skip
+from Webapp.strategy.limits import Book, leg_quantity, leg_refused
+from Webapp.strategy.states import ExitReason, LadderState, LegState
+
+# Prices on a threshold count as reaching it although the float product may land a
+# hair off (1000 x 1.0025 is 1002.4999999999999).
+_REL_EPS = 1e-9
+BOUGHT = frozenset({LegState.PROTECTING, LegState.OPEN})  # held, and the stop is ours to trail
+STOP_REASONS = frozenset({ExitReason.STOP_GTT, ExitReason.STOP_ENGINE})
+
+
+@dataclass
+class Leg:
+    """One buy of the ladder (one row of the trades table).
+
+    `stop` is the engine's unrounded trailing stop; `gtt_stop` / `gtt_target` are the
+    triggers as placed at the broker (on the tick) and `gtt_changed_at` when the GTT
+    was last placed or modified. A leg still PENDING_ENTRY holds its decision price
+    as `entry_price` until the fill replaces it.
+    """
+
+    position_number: int
+    qty: int
+    entry_price: float
+    entry_time: datetime
+    high: float
+    stop: float
+    target: float | None
+    sl_pct: float
+    state: LegState = LegState.PENDING_ENTRY
+    gtt_stop: float | None = None
+    gtt_target: float | None = None
+    gtt_changed_at: datetime | None = None
+    exit_price: float | None = None
+    exit_time: datetime | None = None
+    exit_reason: ExitReason | None = None
+
+    @property
+    def bought(self) -> bool:
+        return self.state in BOUGHT
+
+    @property
+    def cost(self) -> float:
+        return self.qty * self.entry_price
+
+
+@dataclass
+class Ladder:
+    """The position in one symbol: legs P1..P3, added in order, each at most once."""
+
+    symbol: str
+    legs: list[Leg] = field(default_factory=list)
+    state: LadderState = LadderState.OPEN
+    stopped_out: bool = False
+    opened_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    def leg(self, position_number: int) -> Leg | None:
+        return next((g for g in self.legs if g.position_number == position_number), None)
+
+    @property
+    def is_stopped_out(self) -> bool:
+        """A leg was stopped out (by the engine or its GTT): the ladder adds no more legs."""
+        return (
+            self.stopped_out
+            or self.state is LadderState.STOPPED_OUT
+            or any(g.exit_reason in STOP_REASONS for g in self.legs)
+        )
+
+
+# --- prices ---------------------------------------------------------------------------
+
+
+def reaches(ltp: float, threshold: float) -> bool:
+    """LTP ≥ threshold, a price exactly on the threshold counting despite float error."""
+    return ltp >= threshold * (1 - _REL_EPS)
+
+
+def stop_below(high: float, sl_pct: float) -> float:
+    """The trailing stop for a high: high × (1 − sl_pct/100), unrounded."""
+    return high * (1 - sl_pct / 100)
+
+
+def sell_limit(trigger: float, params: Params) -> float:
+    """The LIMIT sell a GTT places: trigger × (1 − limit_buffer_pct/100), rounded down."""
+    return round_down_to_tick(trigger * (1 - params.gtt.limit_buffer_pct / 100))
+
+
+def too_close_to_ltp(trigger: float, ltp: float) -> bool:
+    """Kite refuses a GTT trigger within 0.25% of the last price (that distance included)."""
+    return abs(trigger - ltp) / ltp * 100 <= KITE_MIN_TRIGGER_DISTANCE_PCT
+
+
+def sl_pct_for(position_number: int, params: Params) -> float:
+    return {1: params.p1.sl_pct, 2: params.p2.sl_pct, 3: params.p3.sl_pct}[position_number]
+
+
+# --- a leg's life ---------------------------------------------------------------------
+
+
+def on_fill(
+    symbol: str,
+    position_number: int,
+    qty: int,
+    fill_price: float,
+    now: datetime,
+    params: Params,
+    last_price: float | None = None,
+) -> tuple[Leg, PlaceGtt]:
+    """The leg as bought at `fill_price` (high = fill, stop and target from it) and its GTT.
+
+    The leg is PROTECTING until the engine confirms the GTT (see `gtt_placed`).
+    `last_price` is the LTP sent with the GTT; the fill price when not given.
+    """
+    sl_pct = sl_pct_for(position_number, params)
+    stop = stop_below(fill_price, sl_pct)
+    target = fill_price * (1 + params.p1.target_pct / 100) if position_number == 1 else None
+    leg = Leg(
+        position_number=position_number,
+        qty=qty,
+        entry_price=fill_price,
+        entry_time=now,
+        high=fill_price,
+        stop=stop,
+        target=target,
+        sl_pct=sl_pct,
+        state=LegState.PROTECTING,
+    )
+    stop_trigger = round_down_to_tick(stop)
+    target_trigger = None if target is None else round_up_to_tick(target)
+    triggers = (stop_trigger,) if target_trigger is None else (stop_trigger, target_trigger)
+    gtt = PlaceGtt(
+        symbol=symbol,
+        leg=position_number,
+        qty=qty,
+        stop=stop_trigger,
+        target=target_trigger,
+        limit_prices=tuple(sell_limit(t, params) for t in triggers),
+        last_price=fill_price if last_price is None else last_price,
+    )
+    return leg, gtt
+
+
+def gtt_placed(leg: Leg, gtt: PlaceGtt | ModifyGtt, at: datetime) -> Leg:
+    """The leg once the broker confirmed its GTT (placed or modified) at `at`: OPEN."""
+    return replace(
+        leg, state=LegState.OPEN, gtt_stop=gtt.stop, gtt_target=gtt.target, gtt_changed_at=at
+    )
+
+
+def stop_raised(leg: Leg, raise_stop: RaiseStop) -> Leg:
+    """The leg with the new high and stop of a RaiseStop decision applied."""
+    return replace(leg, high=raise_stop.high, stop=max(leg.stop, raise_stop.stop))
+
+
+# --- one price ------------------------------------------------------------------------
+
+
+def on_price(ladder: Ladder, ltp: float, now: datetime, params: Params, book: Book) -> list[Action]:
+    """Decisions for one ladder at one price, STRATEGY.md "Order of work" steps 2-5.
+
+    2. raise each bought leg's high and stop (RaiseStop; the stop never moves down);
+    3. exit each bought leg whose LTP ≤ stop (Exit; the engine cancels the GTT first);
+    4. add at most one leg: P2, else P3 (Buy, or Skip when a limit refuses it);
+    5. modify the GTTs that are due (ModifyGtt).
+    `book` is the account as it stands before this price (this ladder's legs included).
+    """
+    if ladder.state is LadderState.CLOSED or ltp <= 0:
+        return []
+    symbol = ladder.symbol
+    actions: list[Action] = []
+
+    stops: dict[int, float] = {}
+    for leg in ladder.legs:
+        if not leg.bought:
+            continue
+        stop = leg.stop
+        if ltp > leg.high:
+            stop = max(leg.stop, stop_below(ltp, leg.sl_pct))
+            actions.append(RaiseStop(symbol, leg.position_number, ltp, stop))
+        stops[leg.position_number] = stop
+
+    exiting = {n for n, stop in stops.items() if ltp <= stop * (1 + _REL_EPS)}
+    actions.extend(Exit(symbol, n, ltp) for n in sorted(exiting))
+
+    if not exiting and not ladder.is_stopped_out:
+        actions.extend(_add(ladder, ltp, params, book))
+
+    for leg in ladder.legs:
+        n = leg.position_number
+        if n in stops and n not in exiting:
+            modify = _modify_due(ladder.symbol, leg, stops[n], ltp, now, params)
+            if modify is not None:
+                actions.append(modify)
+    return actions
+
+
+def _add(ladder: Ladder, ltp: float, params: Params, book: Book) -> list[Action]:
+    """Step 4: P2 if P1 is bought and LTP reached its trigger, else P3 likewise; one at most."""
+    p1, p2, p3 = ladder.leg(1), ladder.leg(2), ladder.leg(3)
+    if p1 is None or not p1.bought:
+        return []
+    if p2 is None:
+        if reaches(ltp, p1.entry_price * (1 + params.p2.trigger_pct / 100)):
+            return [_buy_or_skip(ladder.symbol, 2, ltp, params, book)]
+        return []
+    if p3 is None and p2.bought:
+        average = (p1.cost + p2.cost) / (p1.qty + p2.qty)
+        if reaches(ltp, average * (1 + params.p3.trigger_pct / 100)):
+            return [_buy_or_skip(ladder.symbol, 3, ltp, params, book)]
+    return []
+
+
+def _buy_or_skip(symbol: str, leg: int, ltp: float, params: Params, book: Book) -> Buy | Skip:
+    qty = leg_quantity(ltp, params)
+    refused = leg_refused(book, params, qty, ltp)
+    if refused is not None:
+        reason, detail = refused
+        return Skip(symbol, reason, leg=leg, detail=detail)
+    return Buy(symbol, leg, qty, ltp)
+
+
+def _modify_due(
+    symbol: str, leg: Leg, stop: float, ltp: float, now: datetime, params: Params
+) -> ModifyGtt | None:
+    """Step 5: a GTT moves up when the stop is min_step_pct above its trigger, at most once
+    per min_interval_s, and only when Kite would take the new triggers at this LTP."""
+    if leg.state is not LegState.OPEN or leg.gtt_stop is None or leg.gtt_changed_at is None:
+        return None
+    if not reaches(stop, leg.gtt_stop * (1 + params.gtt.min_step_pct / 100)):
+        return None
+    new_stop = round_down_to_tick(stop)
+    if new_stop <= leg.gtt_stop:
+        return None
+    if (now - leg.gtt_changed_at).total_seconds() < params.gtt.min_interval_s:
+        return None
+    triggers = (new_stop,) if leg.gtt_target is None else (new_stop, leg.gtt_target)
+    if any(too_close_to_ltp(t, ltp) for t in triggers):
+        return None
+    if leg.gtt_target is not None and not new_stop < ltp < leg.gtt_target:
+        return None
+    return ModifyGtt(
+        symbol=symbol,
+        leg=leg.position_number,
+        qty=leg.qty,
+        stop=new_stop,
+        target=leg.gtt_target,
+        limit_prices=tuple(sell_limit(t, params) for t in triggers),
+        last_price=ltp,
+    )
