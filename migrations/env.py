@@ -5,7 +5,10 @@ from logging.config import fileConfig
 from alembic import context
 
 from Webapp.config.settings import load_settings
-from Webapp.storage import paper_models  # noqa: F401  (registers the paper_* tables)
+from Webapp.storage import (
+    paper_models,  # noqa: F401  (registers the paper_* tables)
+    trading_models,  # noqa: F401  (ladders, trades, orders, gtts, params)
+)
 from Webapp.storage.db import make_engine
 from Webapp.storage.models import Base, UTCDateTime
 

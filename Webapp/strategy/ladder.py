@@ -12,9 +12,9 @@ from datetime import datetime
 
 from Webapp.broker.base import round_down_to_tick, round_up_to_tick
 from Webapp.config.params import KITE_MIN_TRIGGER_DISTANCE_PCT, Params
+from Webapp.storage.states import ExitReason, LadderState, LegState
 from Webapp.strategy.actions import Action, Buy, Exit, ModifyGtt, PlaceGtt, RaiseStop, Skip
 from Webapp.strategy.limits import Book, leg_quantity, leg_refused
-from Webapp.strategy.states import ExitReason, LadderState, LegState
 
 # Prices on a threshold count as reaching it although the float product may land a
 # hair off (1000 x 1.0025 is 1002.4999999999999).

@@ -9,6 +9,7 @@ from sqlalchemy import inspect, text
 from Webapp.storage import (
     migrate,
     paper_models,  # noqa: F401  (the paper_* tables are models too)
+    trading_models,  # noqa: F401  (ladders, trades, orders, gtts, param_versions)
 )
 from Webapp.storage.db import make_engine
 from Webapp.storage.models import Base

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from Webapp.config.params import Params, load_params
+from Webapp.storage.states import ExitReason, LadderState, LegState
 from Webapp.strategy.actions import Action, Buy, Exit, ModifyGtt, RaiseStop
 from Webapp.strategy.ladder import (
     Ladder,
@@ -17,7 +18,6 @@ from Webapp.strategy.ladder import (
     stop_raised,
 )
 from Webapp.strategy.limits import Book, leg_quantity
-from Webapp.strategy.states import ExitReason, LadderState, LegState
 
 PARAM_YAML = Path(__file__).resolve().parents[2] / "support_files" / "param.yaml"
 DEFAULTS = load_params(PARAM_YAML)

@@ -8,10 +8,10 @@ import pytest
 
 from tests.unit.strategy_scenarios import DEFAULTS, SYMBOL, T0, Replay, Scenario, params, replay
 from Webapp.broker.base import GttType, round_down_to_tick
+from Webapp.storage.states import ExitReason, LadderState, LegState
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, PlaceGtt, RaiseStop, Skip, SkipReason
 from Webapp.strategy.ladder import Ladder, on_fill, on_price
 from Webapp.strategy.limits import Book
-from Webapp.strategy.states import ExitReason, LadderState, LegState
 
 
 def buy(leg: int, qty: int, price: float) -> Buy:

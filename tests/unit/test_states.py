@@ -2,8 +2,9 @@
 
 import pytest
 
-from Webapp.strategy.states import (
+from Webapp.storage.states import (
     GTT_TRANSITIONS,
+    LADDER_TRANSITIONS,
     LEG_TRANSITIONS,
     ORDER_TRANSITIONS,
     GttIntentState,
@@ -36,7 +37,9 @@ def test_a_transition_the_rules_do_not_allow_is_refused(table, current, new):
         check_transition(table, current, new)
 
 
-@pytest.mark.parametrize("table", [LEG_TRANSITIONS, ORDER_TRANSITIONS, GTT_TRANSITIONS])
+@pytest.mark.parametrize(
+    "table", [LEG_TRANSITIONS, LADDER_TRANSITIONS, ORDER_TRANSITIONS, GTT_TRANSITIONS]
+)
 def test_every_state_has_a_row_and_final_states_lead_nowhere(table):
     states = set(type(next(iter(table))))
     assert set(table) == states

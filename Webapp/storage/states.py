@@ -85,6 +85,12 @@ ORDER_TRANSITIONS: dict[OrderIntentState, frozenset[OrderIntentState]] = {
     OrderIntentState.REJECTED: frozenset(),
 }
 
+LADDER_TRANSITIONS: dict[LadderState, frozenset[LadderState]] = {
+    LadderState.OPEN: frozenset({LadderState.STOPPED_OUT, LadderState.CLOSED}),
+    LadderState.STOPPED_OUT: frozenset({LadderState.CLOSED}),
+    LadderState.CLOSED: frozenset(),
+}
+
 GTT_TRANSITIONS: dict[GttIntentState, frozenset[GttIntentState]] = {
     GttIntentState.PENDING: frozenset({GttIntentState.ACTIVE, GttIntentState.DELETED}),
     GttIntentState.ACTIVE: frozenset(
