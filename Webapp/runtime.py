@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sqlalchemy import Engine as DbEngine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
+from Webapp.broker.base import Broker
+from Webapp.broker.factory import BrokerConfigError, kite_broker, paper_broker
 from Webapp.config.params import Params, load_params
 from Webapp.config.settings import FeedKind, Settings, TradingMode
 from Webapp.event_bus import EventBus
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle_recorder import CandleRecorder
-from Webapp.market.feed_factory import FeedConfigError, build_feed, previous_closes
+from Webapp.market.feed_factory import (
+    FeedConfigError,
+    KiteCredentialSource,
+    build_feed,
+    previous_closes,
+)
 from Webapp.market.feeds import Feed, FeedState
 from Webapp.market.ltp_store import LTPStore
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.market.universe import UniverseMember, load_universe
+from Webapp.storage import migrate
+from Webapp.storage.db import make_engine, make_session_factory
 from Webapp.strategy.engine import Engine, EngineState
 
 log = logging.getLogger(__name__)
@@ -49,22 +61,42 @@ class Runtime:
     feed: Feed
     engine: Engine
     candles: CandleRecorder
+    # PaperBroker (TRADING_MODE=paper) or KiteBroker (live). The engine places no
+    # orders yet: the ladder strategy that drives it is the next step.
+    broker: Broker
     ohlcv: OHLCVStore | None = None
     # Previous session close per symbol, for the day change on screen.
     reference_prices: dict[str, float] = field(default_factory=dict)
+    # The app DB engine when build() opened one itself (no session factory given).
+    own_db_engine: DbEngine | None = None
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
-        """Validate everything first (params, mode, feed); start nothing."""
+    def build(cls, settings: Settings, sessions: sessionmaker[Session] | None = None) -> Runtime:
+        """Validate everything first (params, mode, feed, broker); start nothing.
+
+        `sessions` is the app DB's session factory (create_app's); without one the
+        runtime opens its own from DATABASE_URL and closes it in stop(). Once everything
+        has been validated the app DB is migrated (the paper account lives in it).
+        """
         params = load_params(settings.params_path)  # ParamsError names file, key and reason
-        if settings.trading_mode is TradingMode.LIVE:
+        live = settings.trading_mode is TradingMode.LIVE
+        if live and settings.feed is not FeedKind.KITE:
             raise StartupError(
-                "TRADING_MODE=live needs the Kite broker, which this version does not have yet; "
-                "run with TRADING_MODE=paper"
+                f"TRADING_MODE=live needs FEED=kite (FEED={settings.feed.value} is set): live "
+                "orders must follow Kite's own prices; use TRADING_MODE=paper with other feeds"
             )
         universe = load_universe(params.universe)
         store, bus = LTPStore(), EventBus()
         calendar = MarketCalendar.nse()
+        broker: Broker | None = None
+        on_order_update = None
+        if live:
+            try:
+                kite = kite_broker(settings, KiteCredentialSource(settings), bus)
+            except BrokerConfigError as exc:
+                raise StartupError(str(exc)) from None
+            # The ticker's order updates reach the broker; its order poll is the fallback.
+            broker, on_order_update = kite, kite.ingest_order_update
         # A replay reads the market DB; the Kite feed's candles are written to it (checked
         # after the feed's own settings, so a missing key is reported first). The
         # simulator never touches it: made-up prices must not pollute the history.
@@ -72,7 +104,9 @@ class Runtime:
         if settings.feed is FeedKind.REPLAY:
             ohlcv = open_market_store(settings.resolved_market_database_url)
         try:
-            feed = build_feed(settings, params, universe, store, bus, ohlcv)
+            feed = build_feed(
+                settings, params, universe, store, bus, ohlcv, on_order_update=on_order_update
+            )
         except FeedConfigError as exc:
             raise StartupError(str(exc)) from None
         if settings.feed is FeedKind.KITE:
@@ -91,6 +125,18 @@ class Runtime:
             today = calendar.session_date(datetime.now(UTC))
             before = settings.replay_from if settings.feed is FeedKind.REPLAY else today
             references = previous_closes(ohlcv, symbols, before or today)
+        # Everything is valid: bring the app DB to the current schema (the paper account
+        # lives in it; the web app needs it either way).
+        migrate.upgrade(settings.resolved_database_url)
+        own_db_engine = None
+        if broker is None:
+            if sessions is None:
+                own_db_engine = make_engine(settings.resolved_database_url)
+                sessions = make_session_factory(own_db_engine)
+            # Orders placed between ticks price off the store's latest quote. The broker
+            # is deliberately not subscribed to every tick: the engine will drive its
+            # on_price (fills, exit timeouts, GTT triggers) once the strategy runs.
+            broker = paper_broker(settings, params, sessions, ltp=_latest_price(store))
         return cls(
             settings,
             params,
@@ -100,28 +146,46 @@ class Runtime:
             feed,
             Engine(store, bus),
             recorder,
+            broker,
             ohlcv=ohlcv,
             reference_prices=references,
+            own_db_engine=own_db_engine,
         )
 
     def start(self) -> None:
         # Engine and candles first: they must be listening before the first tick.
         self.engine.start()
         self.candles.start()
+        start_polling = getattr(self.broker, "start_polling", None)
+        if start_polling is not None:  # Kite: the fallback for order updates a push lost
+            start_polling(self.settings.kite_order_poll_s)
         self.feed.start()
         log.info(
-            "runtime started: mode=%s feed=%s symbols=%d",
+            "runtime started: mode=%s feed=%s broker=%s symbols=%d",
             self.settings.trading_mode.value,
             self.feed.name,
+            self.broker.name,
             len(self.universe),
         )
+        if self.settings.trading_mode is TradingMode.LIVE:
+            connected = (
+                "broker connected"
+                if self.broker.status().token_valid
+                else "broker paused until a Kite login"
+            )
+            log.info("live mode: %s, strategy not yet enabled (no orders are placed)", connected)
 
     def stop(self) -> None:
-        self.feed.stop()
+        self.feed.stop()  # first: no more order updates for the broker
+        stop_broker = getattr(self.broker, "stop", None)
+        if stop_broker is not None:
+            stop_broker()
         self.candles.stop()
         self.engine.stop()
         if self.ohlcv is not None:
             self.ohlcv.dispose()
+        if self.own_db_engine is not None:
+            self.own_db_engine.dispose()
 
     def health(self) -> dict[str, dict]:
         feed = self.feed.status()
@@ -146,6 +210,16 @@ class Runtime:
                 "detail": engine.detail,
             },
         }
+        # An expired or missing Kite token is a login prompt on the dashboard, not an
+        # outage: only an open circuit (Kite unreachable or failing) makes this unhealthy.
+        broker = self.broker.status()
+        checks["broker"] = {
+            "ok": broker.circuit != "open",
+            "name": broker.name,
+            "circuit": broker.circuit,
+            "token_valid": broker.token_valid,
+            "last_error": broker.last_error,
+        }
         if self.candles.stores_candles:
             checks["candles"] = {
                 "ok": not self.candles.last_error,
@@ -153,3 +227,13 @@ class Runtime:
                 "detail": self.candles.last_error,
             }
         return checks
+
+
+def _latest_price(store: LTPStore) -> Callable[[str], float | None]:
+    """The store's last traded price of a symbol, None before its first tick."""
+
+    def latest(symbol: str) -> float | None:
+        quote = store.get(symbol)
+        return None if quote is None else quote.ltp
+
+    return latest

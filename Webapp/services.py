@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from Webapp.runtime import Runtime
-from Webapp.storage import audit, migrate, users
+from Webapp.storage import audit, users
 from Webapp.storage.db import transaction
 from Webapp.storage.models import Role
 from Webapp.web.extensions import socketio
@@ -29,14 +29,14 @@ def ensure_first_admin(app: Flask) -> str | None:
 
 
 def start_services(app: Flask) -> Runtime:
-    """Validate params and settings, then start feed, engine and price push.
+    """Validate params and settings, then start broker, feed, engine and price push.
 
     Raises ParamsError or StartupError with a message for the operator; the
     callers print it and exit without a traceback.
     """
     state = app.extensions["ladder"]
-    runtime = Runtime.build(state.settings)
-    migrate.upgrade(state.settings.resolved_database_url)
+    # build() migrates the app DB once the settings are known to be usable.
+    runtime = Runtime.build(state.settings, sessions=state.sessions)
     runtime.start()
     bridge = PriceBridge(socketio, runtime, state.settings.price_push_hz)
     bridge.start()

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # How often the browser gets a coalesced price update, per second.
     price_push_hz: float = Field(default=4.0, gt=0, le=50)
     login_rate_limit: str = "5 per minute"
+    # TRADING_MODE=paper: the paper account's cash when it is first opened, in rupees. An
+    # existing account (the app DB keeps it across restarts) keeps its own cash.
+    paper_starting_cash: float = Field(default=1_000_000.0, gt=0, allow_inf_nan=False)
 
     # Kite: the Settings page stores the api key and secret, and /kite/login the day's
     # access token, encrypted with the Fernet key (FERNET_KEY, else instance/fernet.key).
@@ -64,6 +67,9 @@ class Settings(BaseSettings):
     kite_rest_root: str = ""
     kite_login_url: str = ""  # empty: Kite's own login page; tests point it at kitesim
     kite_instruments_path: Path | None = None  # Kite's instruments CSV; else fetched from Kite
+    # TRADING_MODE=live: how often the order book is read as a fallback for order updates the
+    # ticker or a postback lost.
+    kite_order_poll_s: float = Field(default=5.0, ge=1, le=3600)
 
     # FEED=replay: stored candles played along their price path at REPLAY_SPEED x.
     replay_timeframe: str = "5m"

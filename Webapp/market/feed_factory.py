@@ -29,7 +29,10 @@ def build_feed(
     store: LTPStore,
     bus: EventBus,
     ohlcv: OHLCVStore | None,
+    *,
+    on_order_update: Callable[[dict], None] | None = None,
 ) -> Feed:
+    """The feed FEED names; `on_order_update` gets the Kite ticker's order updates (live)."""
     if settings.feed is FeedKind.SIM:
         return SimulatedFeed(
             store,
@@ -39,11 +42,11 @@ def build_feed(
             stale_after_s=params.stale_after_s,
         )
     if settings.feed is FeedKind.KITE:
-        return _kite_feed(settings, params, universe, store, bus)
+        return _kite_feed(settings, params, universe, store, bus, on_order_update)
     return _replay_feed(settings, params, universe, store, ohlcv)
 
 
-def _kite_feed(settings, params, universe, store, bus) -> Feed:
+def _kite_feed(settings, params, universe, store, bus, on_order_update=None) -> Feed:
     # Imported here: it loads Twisted, which the other feeds never need.
     from Webapp.market.feeds.kite import KiteFeed
 
@@ -70,6 +73,7 @@ def _kite_feed(settings, params, universe, store, bus) -> Feed:
         mode=params.feed.mode,
         stale_after_s=params.stale_after_s,
         root=settings.kite_ws_root or None,
+        on_order_update=on_order_update,
     )
 
 

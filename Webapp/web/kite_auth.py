@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from sqlalchemy.orm import Session
 
 from Webapp.broker import kite_session
 from Webapp.broker.base import BrokerError
@@ -93,12 +94,29 @@ def callback():
         sess, current_user.username, "kite_login", client_addr(), kite_user=status.kite_user_id
     )
     sess.commit()
+    _hand_token_to_broker(sess)
     flash(
         f"Logged in to Kite as {status.kite_user_id or 'your user'}; the session is valid "
         f"until {ist(status.expires_at, '%H:%M IST on %d %b %Y')}.",
         "success",
     )
     return redirect(url_for("dashboard.index"))
+
+
+def _hand_token_to_broker(sess: Session) -> None:
+    """A paused live broker resumes with the new token, without a restart.
+
+    The token is read back through kite_session (never logged). The feed needs no help:
+    it reads the stored token itself whenever Kite refuses the old one.
+    """
+    broker = getattr(app_state().runtime, "broker", None)
+    set_access_token = getattr(broker, "set_access_token", None)
+    if set_access_token is None:
+        return  # paper mode, or no runtime in this process
+    token = kite_session.valid_access_token(sess, secret_box(), kite_session.utc_now())
+    if token:
+        set_access_token(token)
+        log.info("Kite login: the running broker now uses the new session")
 
 
 def _fail(message: str):

@@ -1,0 +1,70 @@
+"""Builds the broker TRADING_MODE names: the paper account in the app DB, or the Kite account."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from Webapp.broker.paper import PaperBroker, PriceSource
+from Webapp.config.params import Params
+from Webapp.config.settings import Settings
+
+if TYPE_CHECKING:
+    from Webapp.broker.kite import KiteBroker
+
+PAPER_ACCOUNT = "paper"
+
+
+class BrokerConfigError(Exception):
+    """The broker cannot be built as configured; the message says what to set."""
+
+
+class KiteCredentials(Protocol):
+    """The api key and the day's access token ("" when there is none yet)."""
+
+    def api_key(self) -> str: ...
+
+    def access_token(self) -> str: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def paper_broker(
+    settings: Settings, params: Params, sessions: sessionmaker[Session], ltp: PriceSource
+) -> PaperBroker:
+    """The paper account in the app DB; it continues where the last process left it.
+
+    PAPER_STARTING_CASH only applies when the account is opened for the first time.
+    """
+    return PaperBroker(
+        sessions,
+        params,
+        clock=utc_now,
+        starting_cash=settings.paper_starting_cash,
+        ltp=ltp,
+        account=PAPER_ACCOUNT,
+    )
+
+
+def kite_broker(settings: Settings, credentials: KiteCredentials, bus: Any) -> KiteBroker:
+    """The Kite account; without an access token yet it starts paused until a Kite login.
+
+    Paused means `status().token_valid` is False with "log in to Kite" as the last error,
+    and every call is refused unsent; `set_access_token` (after /kite/callback) resumes it.
+    """
+    # Imported here: kiteconnect loads Twisted, which paper mode never needs.
+    from Webapp.broker.kite import KiteBroker
+
+    api_key = credentials.api_key()
+    if not api_key:
+        raise BrokerConfigError(
+            "TRADING_MODE=live needs the Kite api key: save it on the Settings page (start once "
+            "with TRADING_MODE=paper and FEED=sim to reach it) or set KITE_API_KEY"
+        )
+    return KiteBroker(
+        api_key, credentials.access_token(), root=settings.kite_rest_root or None, bus=bus
+    )
