@@ -57,6 +57,9 @@ def wired(kitesim: KiteSim):
     feed.start()
     while states.get(timeout=WAIT_S) != FeedState.RUNNING.value:
         pass
+    # RUNNING is reported on connect; an order update sent before the server has
+    # registered the client's subscription would reach nobody.
+    kitesim.ticker.wait_until(lambda: INFY in kitesim.ticker.subscriptions(), WAIT_S, "subscribed")
     yield kitesim.ticker, broker, updates
     feed.stop()
     broker.stop()
