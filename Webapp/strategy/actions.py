@@ -20,47 +20,44 @@ class Buy:
 
 
 @dataclass(frozen=True)
-class PlaceGtt:
+class _GttTerms:
+    """What a leg's GTT holds: broker triggers and LIMIT sell prices, for placing or modifying."""
+
+    symbol: str
+    leg: int
+    qty: int
+    stop: float
+    target: float | None
+    limit_prices: tuple[float, ...]
+    last_price: float
+
+    @property
+    def triggers(self) -> tuple[float, ...]:
+        return (self.stop,) if self.target is None else (self.stop, self.target)
+
+    def gtt_request(self) -> GttRequest:
+        return GttRequest(
+            symbol=self.symbol,
+            gtt_type=GttType.SINGLE if self.target is None else GttType.TWO_LEG,
+            triggers=self.triggers,
+            limit_prices=self.limit_prices,
+            last_price=self.last_price,
+            quantity=self.qty,
+        )
+
+
+@dataclass(frozen=True)
+class PlaceGtt(_GttTerms):
     """Place a filled leg's GTT: OCO [stop, target] for P1, single at the stop for runners.
 
     `stop` and `target` are the broker triggers (stop rounded down, target up, to the
     tick); `limit_prices` are the LIMIT sell prices in the same order (rounded down).
     """
 
-    symbol: str
-    leg: int
-    qty: int
-    stop: float
-    target: float | None
-    limit_prices: tuple[float, ...]
-    last_price: float
-
-    @property
-    def triggers(self) -> tuple[float, ...]:
-        return (self.stop,) if self.target is None else (self.stop, self.target)
-
-    def gtt_request(self) -> GttRequest:
-        return _gtt_request(self)
-
 
 @dataclass(frozen=True)
-class ModifyGtt:
+class ModifyGtt(_GttTerms):
     """Move a leg's GTT stop trigger up to the trailed stop (target, if any, unchanged)."""
-
-    symbol: str
-    leg: int
-    qty: int
-    stop: float
-    target: float | None
-    limit_prices: tuple[float, ...]
-    last_price: float
-
-    @property
-    def triggers(self) -> tuple[float, ...]:
-        return (self.stop,) if self.target is None else (self.stop, self.target)
-
-    def gtt_request(self) -> GttRequest:
-        return _gtt_request(self)
 
 
 @dataclass(frozen=True)
@@ -120,14 +117,3 @@ class Skip:
 
 
 Action = Buy | PlaceGtt | ModifyGtt | RaiseStop | Exit | Skip
-
-
-def _gtt_request(gtt: PlaceGtt | ModifyGtt) -> GttRequest:
-    return GttRequest(
-        symbol=gtt.symbol,
-        gtt_type=GttType.SINGLE if gtt.target is None else GttType.TWO_LEG,
-        triggers=gtt.triggers,
-        limit_prices=gtt.limit_prices,
-        last_price=gtt.last_price,
-        quantity=gtt.qty,
-    )
