@@ -88,11 +88,19 @@ class Runtime:
         universe = load_universe(params.universe)
         store, bus = LTPStore(), EventBus()
         calendar = MarketCalendar.nse()
+        # One app-DB pool for the paper account and the stored Kite credentials.
+        own_db_engine = None
+        if sessions is None:
+            own_db_engine = make_engine(settings.resolved_database_url)
+            sessions = make_session_factory(own_db_engine)
+        credentials = None
+        if settings.feed is FeedKind.KITE:  # one source for the feed and the broker
+            credentials = KiteCredentialSource(settings, sessions)
         broker: Broker | None = None
         on_order_update = None
         if live:
             try:
-                kite = kite_broker(settings, KiteCredentialSource(settings), bus)
+                kite = kite_broker(settings, credentials, bus)
             except BrokerConfigError as exc:
                 raise StartupError(str(exc)) from None
             # The ticker's order updates reach the broker; its order poll is the fallback.
@@ -105,7 +113,14 @@ class Runtime:
             ohlcv = open_market_store(settings.resolved_market_database_url)
         try:
             feed = build_feed(
-                settings, params, universe, store, bus, ohlcv, on_order_update=on_order_update
+                settings,
+                params,
+                universe,
+                store,
+                bus,
+                ohlcv,
+                on_order_update=on_order_update,
+                credentials=credentials,
             )
         except FeedConfigError as exc:
             raise StartupError(str(exc)) from None
@@ -128,11 +143,7 @@ class Runtime:
         # Everything is valid: bring the app DB to the current schema (the paper account
         # lives in it; the web app needs it either way).
         migrate.upgrade(settings.resolved_database_url)
-        own_db_engine = None
         if broker is None:
-            if sessions is None:
-                own_db_engine = make_engine(settings.resolved_database_url)
-                sessions = make_session_factory(own_db_engine)
             # Orders placed between ticks price off the store's latest quote. The broker
             # is deliberately not subscribed to every tick: the engine will drive its
             # on_price (fills, exit timeouts, GTT triggers) once the strategy runs.

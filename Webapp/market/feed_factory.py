@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from Webapp.config.params import Params
 from Webapp.config.settings import FeedKind, Settings
@@ -16,6 +17,9 @@ from Webapp.market.instruments import InstrumentMap, UnknownInstrument
 from Webapp.market.ltp_store import LTPStore
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.market.universe import UniverseMember
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 class FeedConfigError(Exception):
@@ -31,8 +35,12 @@ def build_feed(
     ohlcv: OHLCVStore | None,
     *,
     on_order_update: Callable[[dict], None] | None = None,
+    credentials: KiteCredentialSource | None = None,
 ) -> Feed:
-    """The feed FEED names; `on_order_update` gets the Kite ticker's order updates (live)."""
+    """The feed FEED names; `on_order_update` gets the Kite ticker's order updates (live).
+
+    `credentials` is the runtime's Kite credential source, shared with the broker.
+    """
     if settings.feed is FeedKind.SIM:
         return SimulatedFeed(
             store,
@@ -42,15 +50,15 @@ def build_feed(
             stale_after_s=params.stale_after_s,
         )
     if settings.feed is FeedKind.KITE:
-        return _kite_feed(settings, params, universe, store, bus, on_order_update)
+        credentials = credentials or KiteCredentialSource(settings)
+        return _kite_feed(settings, params, universe, store, bus, credentials, on_order_update)
     return _replay_feed(settings, params, universe, store, ohlcv)
 
 
-def _kite_feed(settings, params, universe, store, bus, on_order_update=None) -> Feed:
+def _kite_feed(settings, params, universe, store, bus, credentials, on_order_update=None) -> Feed:
     # Imported here: it loads Twisted, which the other feeds never need.
     from Webapp.market.feeds.kite import KiteFeed
 
-    credentials = KiteCredentialSource(settings)
     api_key = credentials.api_key()
     if not api_key:
         raise FeedConfigError(
@@ -80,15 +88,17 @@ def _kite_feed(settings, params, universe, store, bus, on_order_update=None) -> 
 class KiteCredentialSource:
     """The api key and day's token: stored (Settings page, /kite/login) first, else the env."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session] | None = None) -> None:
+        """`sessions`: the app DB's session factory (the runtime's); else one is opened."""
         # Imported here: market/ reaches the broker's credential store only for FEED=kite.
         from Webapp.broker.kite_session import StoredKite
         from Webapp.broker.secrets import load_box
         from Webapp.storage.db import make_engine, make_session_factory
 
         self._settings = settings
-        engine = make_engine(settings.resolved_database_url)
-        self._stored = StoredKite(make_session_factory(engine), load_box(settings))
+        if sessions is None:
+            sessions = make_session_factory(make_engine(settings.resolved_database_url))
+        self._stored = StoredKite(sessions, load_box(settings))
 
     def __repr__(self) -> str:
         return "<KiteCredentialSource>"
