@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from Webapp.broker.base import Broker
-from Webapp.broker.factory import BrokerConfigError, kite_broker, paper_broker
-from Webapp.config.params import Params, load_params
+from Webapp.broker.factory import PAPER_ACCOUNT, BrokerConfigError, kite_broker, paper_broker
+from Webapp.config.params import Params, load_params, parse_params_text
 from Webapp.config.settings import FeedKind, Settings, TradingMode
 from Webapp.event_bus import EventBus
 from Webapp.market.calendar import MarketCalendar
+from Webapp.market.candle import Timeframe
 from Webapp.market.candle_recorder import CandleRecorder
 from Webapp.market.feed_factory import (
     FeedConfigError,
@@ -30,7 +32,12 @@ from Webapp.market.ohlcv import OHLCVStore
 from Webapp.market.universe import UniverseMember, load_universe
 from Webapp.storage import migrate
 from Webapp.storage.db import make_engine, make_session_factory
+from Webapp.strategy.clock import Clock, FeedClock, WallClock
 from Webapp.strategy.engine import Engine, EngineState
+from Webapp.strategy.gateway import OrderGateway
+from Webapp.strategy.signal_inputs import SignalCandles
+from Webapp.strategy.trader import Trader, TraderConfig
+from Webapp.strategy.trading_view import TradingState
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +150,50 @@ class Runtime:
         # Everything is valid: bring the app DB to the current schema (the paper account
         # lives in it; the web app needs it either way).
         migrate.upgrade(settings.resolved_database_url)
+        replay = settings.feed is FeedKind.REPLAY
+        clock: Clock = WallClock()
+        if replay:
+            # A replay trades in its own market time: the entry window, cooldowns and
+            # timeouts follow the replayed session, not the machine's clock.
+            start = datetime.combine(settings.replay_from or date.today(), time(3, 45), UTC)
+            clock = FeedClock(lambda: feed.market_time, start)
+        exchange = None
         if broker is None:
-            # Orders placed between ticks price off the store's latest quote. The broker
-            # is deliberately not subscribed to every tick: the engine will drive its
-            # on_price (fills, exit timeouts, GTT triggers) once the strategy runs.
-            broker = paper_broker(settings, params, sessions, ltp=_latest_price(store))
+            # Orders placed between ticks price off the store's latest quote; the engine
+            # drives its on_price (fills, exit timeouts, GTT triggers) before the rules.
+            paper = paper_broker(settings, params, sessions, _latest_price(store), clock.now)
+            broker, exchange = paper, paper.on_price
+        engine = Engine(store, bus)
+        gateway = OrderGateway(broker, engine.submit, clock=clock)
+        signal_candles = SignalCandles(
+            ohlcv, calendar, Timeframe(params.signal_timeframe), fallback_prev_close=references
+        )
+        signal_candles.subscribe(bus)
+        trader = Trader(
+            config=TraderConfig(
+                account="live" if live else PAPER_ACCOUNT,
+                universe=symbols,
+                use_exchange_time=replay,
+                gtt_sync_every=timedelta(seconds=30) if live else None,
+            ),
+            broker=broker,
+            sessions=sessions,
+            params=params,
+            calendar=calendar,
+            clock=clock,
+            store=store,
+            signal_candles=signal_candles,
+            submit=gateway.send,
+            exchange=exchange,
+            params_loader=_params_loader(settings),
+        )
+        broker.on_order_update(engine.submit)
+        engine.attach(
+            trader,
+            gateway,
+            autostart=settings.engine_autostart,
+            price_time=(lambda q: q.exchange_time) if replay else None,
+        )
         return cls(
             settings,
             params,
@@ -155,7 +201,7 @@ class Runtime:
             store,
             bus,
             feed,
-            Engine(store, bus),
+            engine,
             recorder,
             broker,
             ohlcv=ohlcv,
@@ -184,7 +230,7 @@ class Runtime:
                 if self.broker.status().token_valid
                 else "broker paused until a Kite login"
             )
-            log.info("live mode: %s, strategy not yet enabled (no orders are placed)", connected)
+            log.info("live mode: %s", connected)
 
     def stop(self) -> None:
         self.feed.stop()  # first: no more order updates for the broker
@@ -201,6 +247,7 @@ class Runtime:
     def health(self) -> dict[str, dict]:
         feed = self.feed.status()
         engine = self.engine.status()
+        trading = self.engine.view()
         engine_ok = (
             engine.state is EngineState.RUNNING
             and engine.last_beat_age_s is not None
@@ -214,11 +261,14 @@ class Runtime:
                 "ticks": feed.ticks_total,
                 "detail": feed.detail,
             },
+            # A trader failed closed (reconciliation could not explain something, or a bug)
+            # places no orders until someone looks: that is an outage for the operator.
             "engine": {
-                "ok": engine_ok,
+                "ok": engine_ok and trading.state is not TradingState.FAILED,
                 "state": engine.state.value,
+                "trading": trading.state.value,
                 "queue_depth": engine.queue_depth,
-                "detail": engine.detail,
+                "detail": engine.detail or trading.detail,
             },
         }
         # An expired or missing Kite token is a login prompt on the dashboard, not an
@@ -238,6 +288,18 @@ class Runtime:
                 "detail": self.candles.last_error,
             }
         return checks
+
+
+def _params_loader(settings: Settings) -> Callable[[str | None], tuple[Params, str]]:
+    """Reload: the given YAML text, or param.yaml read again; a ParamsError when invalid."""
+
+    def load(text: str | None) -> tuple[Params, str]:
+        if text is None:
+            params = load_params(settings.params_path)
+            return params, Path(settings.params_path).read_text(encoding="utf-8")
+        return parse_params_text(text, "reloaded parameters"), text
+
+    return load
 
 
 def _latest_price(store: LTPStore) -> Callable[[str], float | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 
 def finishes_within(fn, timeout: float = 5.0) -> bool:
@@ -47,3 +48,22 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
+
+
+def wait_for_trading(runtime, *states: str, timeout: float = 10.0):
+    """Wait until the engine publishes a trading view in one of `states` (default running)."""
+    import queue as _queue
+
+    from Webapp.strategy.trading_view import TRADING_TOPIC
+
+    wanted = set(states or ("running",))
+    views: _queue.Queue = _queue.Queue()
+    unsubscribe = runtime.bus.subscribe(TRADING_TOPIC, lambda _t, view: views.put(view))
+    try:
+        view = runtime.engine.view()
+        deadline = time.monotonic() + timeout
+        while view.state.value not in wanted:
+            view = views.get(timeout=max(0.0, deadline - time.monotonic()))
+        return view
+    finally:
+        unsubscribe()

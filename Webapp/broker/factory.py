@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +35,11 @@ def utc_now() -> datetime:
 
 
 def paper_broker(
-    settings: Settings, params: Params, sessions: sessionmaker[Session], ltp: PriceSource
+    settings: Settings,
+    params: Params,
+    sessions: sessionmaker[Session],
+    ltp: PriceSource,
+    clock: Callable[[], datetime] = utc_now,
 ) -> PaperBroker:
     """The paper account in the app DB; it continues where the last process left it.
 
@@ -43,7 +48,7 @@ def paper_broker(
     return PaperBroker(
         sessions,
         params,
-        clock=utc_now,
+        clock=clock,
         starting_cash=settings.paper_starting_cash,
         ltp=ltp,
         account=PAPER_ACCOUNT,

@@ -350,6 +350,11 @@ def load_params(path: str | Path) -> Params:
         raise ParamsError(path, ["file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ParamsError(path, [f"cannot read the file: {exc}"]) from None
+    return parse_params_text(text, path)
+
+
+def parse_params_text(text: str, path: str | Path = "<params>") -> Params:
+    """Validate param.yaml text (a reload from the UI, or a file's content)."""
     try:
         loader = UniqueKeySafeLoader(text)
         try:

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     kite_order_poll_s: float = Field(default=5.0, ge=1, le=3600)
 
     # FEED=replay: stored candles played along their price path at REPLAY_SPEED x.
+    # Reconcile with the broker and start trading as soon as the process starts; when
+    # false the engine waits for Start on the dashboard.
+    engine_autostart: bool = True
     replay_timeframe: str = "5m"
     replay_from: date | None = None
     replay_to: date | None = None

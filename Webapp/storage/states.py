@@ -93,16 +93,30 @@ LADDER_TRANSITIONS: dict[LadderState, frozenset[LadderState]] = {
 
 GTT_TRANSITIONS: dict[GttIntentState, frozenset[GttIntentState]] = {
     GttIntentState.PENDING: frozenset({GttIntentState.ACTIVE, GttIntentState.DELETED}),
+    # ACTIVE/MODIFYING → DELETED: the GTT vanished at the broker (cancelled by hand, expired,
+    # disabled) while it protected the leg; the engine places a new one.
     GttIntentState.ACTIVE: frozenset(
-        {GttIntentState.MODIFYING, GttIntentState.DELETING, GttIntentState.TRIGGERED}
+        {
+            GttIntentState.MODIFYING,
+            GttIntentState.DELETING,
+            GttIntentState.TRIGGERED,
+            GttIntentState.DELETED,
+        }
     ),
     GttIntentState.MODIFYING: frozenset(
-        {GttIntentState.ACTIVE, GttIntentState.DELETING, GttIntentState.TRIGGERED}
+        {
+            GttIntentState.ACTIVE,
+            GttIntentState.DELETING,
+            GttIntentState.TRIGGERED,
+            GttIntentState.DELETED,
+        }
     ),
     GttIntentState.DELETING: frozenset(
         {GttIntentState.DELETED, GttIntentState.TRIGGERED, GttIntentState.ACTIVE}
     ),
-    GttIntentState.TRIGGERED: frozenset(),
+    # TRIGGERED → DELETED: the order the GTT placed was rejected or cancelled unfilled, so
+    # nothing was sold and the engine must sell the leg itself.
+    GttIntentState.TRIGGERED: frozenset({GttIntentState.DELETED}),
     GttIntentState.DELETED: frozenset(),
 }
 

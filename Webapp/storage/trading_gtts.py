@@ -200,3 +200,37 @@ def gtt_triggered(
     trade.exit_reason = (ExitReason.TARGET if trigger_index == 1 else ExitReason.STOP_GTT).value
     trade.updated_at = now
     return gtt
+
+
+def gtt_vanished(
+    session: Session, gtt_row_id: int, *, now: datetime, message: str | None = None
+) -> TradeGtt:
+    """The broker no longer holds an ACTIVE (or MODIFYING) GTT we did not delete: → DELETED.
+
+    The leg keeps its state but is unprotected: legs_without_active_gtt finds it and the
+    engine places a new GTT.
+    """
+    gtt = get_gtt(session, gtt_row_id)
+    require(
+        gtt.state, {GttIntentState.ACTIVE, GttIntentState.MODIFYING}, f"GTT {gtt_row_id}: gone"
+    )
+    gtt.state = gtt_to(gtt, GttIntentState.DELETED)
+    gtt.pending_triggers = gtt.pending_limit_prices = None
+    gtt.status_message = message
+    gtt.updated_at = now
+    return gtt
+
+
+def gtt_order_failed(
+    session: Session, gtt_row_id: int, *, now: datetime, message: str | None = None
+) -> TradeGtt:
+    """A fired GTT's sell ended unfilled (rejected or cancelled): TRIGGERED → DELETED.
+
+    The leg stays PENDING_EXIT and nothing may sell it but the engine now (sell_intent).
+    """
+    gtt = get_gtt(session, gtt_row_id)
+    require(gtt.state, {GttIntentState.TRIGGERED}, f"GTT {gtt_row_id}: order failed")
+    gtt.state = gtt_to(gtt, GttIntentState.DELETED)
+    gtt.status_message = message
+    gtt.updated_at = now
+    return gtt

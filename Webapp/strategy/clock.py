@@ -185,3 +185,33 @@ def is_trading_time(clock: Clock, calendar: MarketCalendar) -> bool:
 def next_session_open(clock: Clock, calendar: MarketCalendar) -> datetime:
     """The next session open strictly after `clock`'s now, in UTC."""
     return calendar.next_session_open(clock.now())
+
+
+class FeedClock(Clock):
+    """A replay's market time as the engine's clock (FEED=replay in paper mode).
+
+    `now` is the replay's simulated market time, never going back, and `start` before its
+    first tick; `monotonic` and `wait` are the machine's. The engine keeps its own timers
+    (it asks `now` on every loop), so `call_at` is not offered here.
+    """
+
+    def __init__(self, market_time: Callable[[], datetime | None], start: datetime) -> None:
+        self._market_time = market_time
+        self._last = _require_aware(start)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        at = self._market_time()
+        with self._lock:
+            if at is not None and at > self._last:
+                self._last = at.astimezone(UTC)
+            return self._last
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        return (stop or threading.Event()).wait(max(0.0, seconds))
+
+    def call_at(self, when: datetime, fn: Callable[[], object]) -> Timer:
+        raise NotImplementedError("FeedClock has no timers: the engine polls now() instead")

@@ -1,8 +1,15 @@
 """The engine thread: the single consumer of one event queue and the only writer of strategy state.
 
-Today it turns "ticks are ready" into coalesced price snapshots on the event
-bus; the ladder rules plug into the same loop (scan timer, commands, broker
-results) without changing how events reach it.
+Events: "ticks are ready" (the LTPStore changed), broker results from the order gateway,
+order updates from the broker, and commands from the UI. Without a trader attached the
+engine only publishes coalesced prices; with one (`attach`) every event goes to the
+trader, which also gets a timer tick about once a second (scans, exit timeouts, retries)
+and whose view is published at most `PUBLISH_S` apart. Broker calls never run here:
+the trader hands them to the order gateway thread, whose results come back as events.
+
+A bug while handling one event fails the trader closed (no new orders, the reason on
+screen) but keeps the loop alive, so that results are still recorded and an emergency
+stop still works.
 """
 
 from __future__ import annotations
@@ -11,11 +18,21 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
+from Webapp.broker.base import OrderUpdate
 from Webapp.event_bus import EventBus
 from Webapp.market.ltp_store import LTPStore, Quote
+from Webapp.strategy.commands import Command, CommandKind
+from Webapp.strategy.gateway import Done, Failed, OrderGateway
+from Webapp.strategy.trading_view import TRADING_TOPIC, TradingView, empty_view
+
+if TYPE_CHECKING:
+    from Webapp.strategy.trader import Trader
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +65,7 @@ class EngineStatus:
     queue_depth: int
     last_beat_age_s: float | None
     detail: str = ""
+    max_queue_depth: int = 0
 
 
 class Engine:
@@ -55,6 +73,8 @@ class Engine:
 
     # The loop wakes at least this often, so a live thread always has a fresh beat.
     BEAT_S = 1.0
+    TIMER_S = 1.0  # the trader's timer tick
+    PUBLISH_S = 0.25  # the trading view goes out at most 4 times a second
 
     def __init__(self, store: LTPStore, bus: EventBus) -> None:
         self._store = store
@@ -69,6 +89,39 @@ class Engine:
         self._detail = ""
         self._events_handled = 0
         self._last_beat: float | None = None
+        self._view: TradingView = empty_view()
+        self._trader: Trader | None = None
+        self._gateway: OrderGateway | None = None
+        self._autostart = False
+        self._price_time: Callable[[Quote], datetime | None] = lambda _q: None
+        self._last_timer = 0.0
+        self._last_publish = 0.0
+        self.max_queue_depth = 0
+
+    def attach(
+        self,
+        trader: Trader,
+        gateway: OrderGateway,
+        *,
+        autostart: bool = True,
+        price_time: Callable[[Quote], datetime | None] | None = None,
+    ) -> None:
+        """Give the engine its trader and gateway (before `start`).
+
+        `price_time(quote)` is the time a price counts as (a replay's market time); None
+        means the trader's clock. With `autostart` the engine reconciles and starts trading
+        as "system" as soon as it starts.
+        """
+        if self._thread is not None:
+            raise RuntimeError("attach before start")
+        self._trader, self._gateway, self._autostart = trader, gateway, autostart
+        if price_time is not None:
+            self._price_time = price_time
+        self._view = empty_view(trader.broker.name)
+
+    @property
+    def trader(self) -> Trader | None:
+        return self._trader
 
     # -- called from other threads -------------------------------------------------
     def start(self) -> None:
@@ -77,6 +130,10 @@ class Engine:
         self._unsubscribe = self._store.subscribe(self._on_tick)
         self._state = EngineState.RUNNING
         self._last_beat = time.monotonic()
+        if self._gateway is not None:
+            self._gateway.start()
+        if self._trader is not None and self._autostart:
+            self._queue.put(Command(CommandKind.START, "system", note="process start"))
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
         self._publish_state()
@@ -89,12 +146,25 @@ class Engine:
             self._queue.put(STOP)
             self._thread.join(timeout)
             self._thread = None
+        if self._gateway is not None:
+            # Calls already accepted still run (a sell in flight must not be abandoned);
+            # their results are recorded on the next start by reconciliation.
+            self._gateway.stop(timeout)
         if self._state is EngineState.RUNNING:
             self._state = EngineState.STOPPED
             self._publish_state()
 
     def submit(self, event: object) -> None:
+        """Put any event on the queue (gateway results and order updates come this way)."""
         self._queue.put(event)
+
+    def command(self, command: Command) -> None:
+        """Queue a control; `command.wait(timeout)` gives its outcome once handled."""
+        self._queue.put(command)
+
+    def view(self) -> TradingView:
+        """The latest published trading view (an immutable snapshot; safe from any thread)."""
+        return self._view
 
     def status(self) -> EngineStatus:
         beat = self._last_beat
@@ -104,6 +174,7 @@ class Engine:
             queue_depth=self._queue.qsize(),
             last_beat_age_s=None if beat is None else time.monotonic() - beat,
             detail=self._detail,
+            max_queue_depth=self.max_queue_depth,
         )
 
     def _on_tick(self, _quote: Quote) -> None:
@@ -122,10 +193,16 @@ class Engine:
                     event = None
                 self._last_beat = time.monotonic()
                 if event is STOP:
+                    self._shutdown_trader()
                     return
                 if event is not None:
-                    self._handle(event)
+                    depth = self._queue.qsize()
+                    if depth > self.max_queue_depth:
+                        self.max_queue_depth = depth
+                    self._guarded(self._handle, event)
                     self._events_handled += 1
+                if self._trader is not None:
+                    self._trader_housekeeping()
         except Exception as exc:
             # Fail closed: a bug in the engine stops it visibly instead of trading on.
             log.exception("engine failed")
@@ -133,15 +210,66 @@ class Engine:
             self._detail = f"{type(exc).__name__}: {exc}"
             self._publish_state()
 
+    def _guarded(self, fn: Callable[[object], None], event: object) -> None:
+        if self._trader is None:
+            fn(event)
+            return
+        try:
+            fn(event)
+        except Exception as exc:
+            log.exception("engine: handling %r failed", type(event).__name__)
+            self._trader.fail(
+                f"internal error while handling {type(event).__name__}: {type(exc).__name__}: {exc}"
+            )
+            if isinstance(event, Command) and event.wait(0) is None:
+                event.finish(False, f"failed: {type(exc).__name__}: {exc}")
+
     def _handle(self, event: object) -> None:
+        trader = self._trader
         if event is TICKS_READY:
             # Clear before reading, so a tick landing meanwhile queues a new event.
             self._ticks_pending.clear()
             self._seen_version, changed = self._store.changes_since(self._seen_version)
             if changed:
                 self._bus.publish(PRICES_TOPIC, changed)
+                if trader is not None:
+                    for symbol, quote in changed.items():
+                        trader.on_price(symbol, quote.ltp, self._price_time(quote))
+        elif trader is not None and isinstance(event, Done | Failed):
+            trader.on_result(event)
+        elif trader is not None and isinstance(event, OrderUpdate):
+            trader.on_order_update(event)
+        elif isinstance(event, Command):
+            if trader is None:
+                event.finish(False, "no trader in this process")
+            else:
+                trader.on_command(event)
         else:
             raise TypeError(f"unknown engine event {event!r}")
+
+    def _trader_housekeeping(self) -> None:
+        trader = self._trader
+        assert trader is not None
+        now = time.monotonic()
+        if now - self._last_timer >= self.TIMER_S:
+            self._last_timer = now
+            self._guarded(lambda _e: trader.on_timer(), None)
+        if trader.changed and now - self._last_publish >= self.PUBLISH_S:
+            self._last_publish = now
+            trader.changed = False
+            self._view = trader.build_view()
+            self._bus.publish(TRADING_TOPIC, self._view)
+
+    def _shutdown_trader(self) -> None:
+        trader = self._trader
+        if trader is None:
+            return
+        try:
+            trader.flush_stops()
+        except Exception:
+            log.exception("engine: saving the trailed stops on stop failed")
+        self._view = trader.build_view()
+        self._bus.publish(TRADING_TOPIC, self._view)
 
     def _publish_state(self) -> None:
         self._bus.publish(ENGINE_TOPIC, {"state": self._state.value, "detail": self._detail})

@@ -129,6 +129,17 @@ class DeleteGtt(GatewayRequest):
 
 
 @dataclass(frozen=True)
+class FetchGtt(GatewayRequest):
+    """One GTT as the broker holds it now (after a failed modify or delete, or a trigger)."""
+
+    gtt_id: int
+    writes: ClassVar[bool] = False
+
+    def call(self, broker: Broker) -> Any:
+        return broker.get_gtt(self.gtt_id)
+
+
+@dataclass(frozen=True)
 class ReconcileOrders(GatewayRequest):
     writes: ClassVar[bool] = False
 
@@ -262,6 +273,10 @@ class OrderGateway:
     def submit(self, request: GatewayRequest) -> None:
         """Queue `request` behind every accepted request; raises GatewayStopped after stop."""
         self._put(_NORMAL, request)
+
+    def send(self, request: GatewayRequest, urgent: bool = False) -> None:
+        """`submit` or `submit_urgent` (the trader's single entry point)."""
+        self._put(_URGENT if urgent else _NORMAL, request)
 
     def submit_urgent(self, request: GatewayRequest) -> None:
         """Queue `request` ahead of every normal request (FIFO among urgent ones)."""

@@ -140,19 +140,31 @@ def on_fill(
         sl_pct=sl_pct,
         state=LegState.PROTECTING,
     )
-    stop_trigger = round_down_to_tick(stop)
-    target_trigger = None if target is None else round_up_to_tick(target)
+    return leg, protection(symbol, leg, fill_price if last_price is None else last_price, params)
+
+
+def protection(symbol: str, leg: Leg, last_price: float, params: Params) -> PlaceGtt:
+    """The GTT for a bought leg as it stands: its stop (and P1's target) on the tick."""
+    stop_trigger = round_down_to_tick(leg.stop)
+    target_trigger = None if leg.target is None else round_up_to_tick(leg.target)
     triggers = (stop_trigger,) if target_trigger is None else (stop_trigger, target_trigger)
-    gtt = PlaceGtt(
+    return PlaceGtt(
         symbol=symbol,
-        leg=position_number,
-        qty=qty,
+        leg=leg.position_number,
+        qty=leg.qty,
         stop=stop_trigger,
         target=target_trigger,
         limit_prices=tuple(sell_limit(t, params) for t in triggers),
-        last_price=fill_price if last_price is None else last_price,
+        last_price=last_price,
     )
-    return leg, gtt
+
+
+def placeable(gtt: PlaceGtt | ModifyGtt, ltp: float) -> bool:
+    """Kite would take these triggers at `ltp`: none within 0.25% of it, and for an OCO
+    the price strictly between stop and target."""
+    if any(too_close_to_ltp(t, ltp) for t in gtt.triggers):
+        return False
+    return gtt.target is None or gtt.stop < ltp < gtt.target
 
 
 def gtt_placed(leg: Leg, gtt: PlaceGtt | ModifyGtt, at: datetime) -> Leg:
@@ -249,11 +261,7 @@ def _modify_due(
     if (now - leg.gtt_changed_at).total_seconds() < params.gtt.min_interval_s:
         return None
     triggers = (new_stop,) if leg.gtt_target is None else (new_stop, leg.gtt_target)
-    if any(too_close_to_ltp(t, ltp) for t in triggers):
-        return None
-    if leg.gtt_target is not None and not new_stop < ltp < leg.gtt_target:
-        return None
-    return ModifyGtt(
+    modify = ModifyGtt(
         symbol=symbol,
         leg=leg.position_number,
         qty=leg.qty,
@@ -262,3 +270,4 @@ def _modify_due(
         limit_prices=tuple(sell_limit(t, params) for t in triggers),
         last_price=ltp,
     )
+    return modify if placeable(modify, ltp) else None

@@ -8,7 +8,7 @@ import pytest
 
 from Webapp import create_app
 from Webapp.runtime import Runtime
-from Webapp.strategy.engine import ENGINE_TOPIC
+from Webapp.strategy.trading_view import TRADING_TOPIC, TradingState
 
 
 @pytest.fixture
@@ -50,15 +50,17 @@ def test_healthz_is_503_when_the_feed_stops(client, running):
 
 
 def test_healthz_is_503_when_the_engine_fails(client, running):
-    states = queue.Queue()
-    running.bus.subscribe(ENGINE_TOPIC, lambda _t, payload: states.put(payload))
+    views = queue.Queue()
+    running.bus.subscribe(TRADING_TOPIC, lambda _t, view: views.put(view))
     running.engine.submit(object())  # an event the engine does not know: it fails closed
-    assert states.get(timeout=5)["state"] == "failed"
+    while (view := views.get(timeout=5)).state is not TradingState.FAILED:
+        pass
     response = client.get("/healthz")
     assert response.status_code == 503
     engine = response.get_json()["engine"]
-    assert engine["state"] == "failed"
+    assert engine["trading"] == "failed"
     assert "unknown engine event" in engine["detail"]
+    assert "unknown engine event" in view.detail
 
 
 def test_healthz_is_503_when_the_database_is_unreachable(settings, tmp_path):

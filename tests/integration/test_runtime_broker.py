@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import ADMIN_PASSWORD, REPO_ROOT, add_user, csrf_token, login, with_settings
+from tests.helpers import wait_for_trading
 from Webapp import create_app
 from Webapp.broker.base import (
     CircuitOpen,
@@ -196,7 +197,7 @@ def test_live_runtime_hears_kite_order_updates_through_the_ticker(env_login, kit
         status = broker.status()
         assert (status.circuit, status.token_valid, status.last_error) == ("closed", True, None)
         assert status.detail["polling"] is True
-        assert "live mode: broker connected, strategy not yet enabled" in caplog.text
+        assert "live mode: broker connected" in caplog.text
         all_subscribed(kite_exchange)
         broker.stop()  # no order poll from here on: only the ticker can bring the update
         kite_exchange.rest.set_price("INFY", 1500.0)
@@ -277,8 +278,10 @@ def test_live_runtime_without_a_token_waits_for_a_kite_login_then_trades(
 
 def test_healthz_is_503_while_the_kite_circuit_is_open(env_login, kite_exchange, make_live_app):
     app, client = make_live_app(env_login)
-    broker = start_services(app).broker
+    runtime = start_services(app)
+    broker = runtime.broker
     all_subscribed(kite_exchange)
+    wait_for_trading(runtime)  # the start-up reconciliation's reads are done
     assert client.get("/healthz").status_code == 200
     assert 'data-circuit="closed"' in broker_line(client.get("/").text)
 

@@ -1,0 +1,779 @@
+"""The trader: STRATEGY.md carried out against a broker, one event at a time, write-ahead.
+
+The engine thread owns one Trader and feeds it every event: prices, the timer, broker
+results, order updates, commands. The Trader asks the pure rules (ladder.py, signals.py)
+for decisions, writes each intent to the app DB before the broker call that carries it
+out (trading_store / trading_gtts / trading_exits), hands the call to the order gateway
+via `submit`, and records the result when it comes back as another event. It never
+calls the broker itself, never sleeps and never reads the wall clock: the same class
+runs live, paper and backtests (where `submit` executes inline).
+
+Split by job: this file holds prices, the scan, entries and GTT placement/trailing;
+trader_exits.py the cancel-first exits and the emergency stop; reconcile.py the start-up
+reconciliation; trader_controls.py the commands and the published view.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from Webapp.broker.base import (
+    Broker,
+    BrokerError,
+    Gtt,
+    GttState,
+    Order,
+    OrderRequest,
+    OrderState,
+    OrderType,
+    OrderUpdate,
+    Side,
+    new_tag,
+)
+from Webapp.config.params import Params
+from Webapp.market.calendar import MarketCalendar
+from Webapp.market.ltp_store import LTPStore
+from Webapp.storage import trading_gtts, trading_store
+from Webapp.storage.db import transaction
+from Webapp.storage.states import ExitReason, IllegalTransition, LegState, OrderIntentState
+from Webapp.strategy import gateway as gw
+from Webapp.strategy.actions import Buy, Exit, ModifyGtt, PlaceGtt, RaiseStop, Skip
+from Webapp.strategy.clock import Clock
+from Webapp.strategy.commands import Command
+from Webapp.strategy.ladder import (
+    Ladder,
+    Leg,
+    gtt_placed,
+    on_fill,
+    on_price,
+    placeable,
+    protection,
+    sl_pct_for,
+    stop_below,
+    stop_raised,
+)
+from Webapp.strategy.limits import Book
+from Webapp.strategy.reconcile import Reconciler
+from Webapp.strategy.signal_inputs import SignalCandles, snapshots
+from Webapp.strategy.signals import scan
+from Webapp.strategy.slots import HELD, LIVE, GttWork, LadderSlot, LegSlot
+from Webapp.strategy.trader_controls import Controls
+from Webapp.strategy.trader_exits import ExitFlow
+from Webapp.strategy.trading_view import ErrorView, OrderView, SignalView, TradingState
+
+log = logging.getLogger(__name__)
+
+Submit = Callable[[gw.GatewayRequest, bool], None]  # (request, urgent)
+OnDone = Callable[[Any, datetime], None]
+OnFailed = Callable[[BrokerError, bool], None]  # (error, ambiguous)
+
+# A refused GTT placement or sell is tried again after this long (never in a tight loop).
+RETRY_AFTER = timedelta(seconds=5)
+# Raised stops are written at most this often (the GTT at the broker is the protection;
+# after a crash the stop restarts from max(saved stop, GTT trigger)).
+STOP_FLUSH_EVERY = timedelta(seconds=1)
+
+
+@dataclass
+class TraderConfig:
+    account: str  # "paper", "live", "backtest:<run>"
+    universe: list[str]
+    use_exchange_time: bool = False  # replay/backtest: a tick's age is by market time
+    gtt_sync_every: timedelta | None = None  # live: list GTTs this often to catch triggers
+
+
+class Trader(ExitFlow, Reconciler, Controls):
+    """Single-threaded by contract: every method is called from the engine thread only."""
+
+    def __init__(
+        self,
+        *,
+        config: TraderConfig,
+        broker: Broker,
+        sessions: sessionmaker[Session],
+        params: Params,
+        calendar: MarketCalendar,
+        clock: Clock,
+        store: LTPStore,
+        signal_candles: SignalCandles,
+        submit: Submit,
+        exchange: Callable[[str, float, datetime], None] | None = None,
+        params_loader: Callable[[str | None], tuple[Params, str]] | None = None,
+    ) -> None:
+        self.config = config
+        self.account = config.account
+        self.broker = broker
+        self.sessions = sessions
+        self.params = params
+        self.calendar = calendar
+        self.clock = clock
+        self.store = store
+        self.signal_candles = signal_candles
+        self._submit = submit
+        # Paper and backtest only: the exchange side (step 1) runs before the rules see a price.
+        self._exchange = exchange
+        self._params_loader = params_loader
+        self.state = TradingState.STOPPED
+        self.detail = "not started"
+        self.entries_paused = False
+        self.params_version: int | None = None
+        self.ladders: dict[str, LadderSlot] = {}
+        self.last_closed: dict[str, datetime] = {}
+        self.ltp: dict[str, float] = {}
+        self.signals: dict[str, SignalView] = {}
+        self.orders_log: deque[OrderView] = deque(maxlen=50)
+        self.errors: deque[ErrorView] = deque(maxlen=30)
+        self.realised_net = 0.0  # today's closed legs, net of charges
+        self.realised_gross = 0.0
+        self.charges_today = 0.0
+        self.dp_billed: set[str] = set()  # symbols sold today (the DP charge is once a day)
+        self.day = None
+        self.changed = True  # the published view is out of date
+        self._by_tag: dict[str, LegSlot] = {}
+        self._by_order_id: dict[str, LegSlot] = {}
+        self._by_gtt_id: dict[int, LegSlot] = {}
+        self._recent_orders: dict[str, Order] = {}  # updates of orders not (yet) known as ours
+        self._waiting: dict[str, tuple[OnDone, OnFailed]] = {}
+        self._intents = itertools.count(1)
+        self._next_scan: datetime | None = None
+        self._last_flush: datetime | None = None
+        self._next_gtt_sync: datetime | None = None
+        self._gtt_sync_in_flight = False
+        self.retry_sync_at: datetime | None = None
+        self._reconcile_parts: dict[str, Any] | None = None
+        self._starting: list[Command] = []  # START commands answered once reconciled
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def send(
+        self,
+        make: Callable[[str], gw.GatewayRequest],
+        on_done: OnDone,
+        on_failed: OnFailed,
+        *,
+        urgent: bool = False,
+    ) -> None:
+        """Submit one broker call; exactly one of the handlers runs when its result arrives."""
+        intent_id = f"i{next(self._intents)}"
+        request = make(intent_id)
+        self._waiting[intent_id] = (on_done, on_failed)
+        self._submit(request, urgent)
+
+    def on_result(self, result: gw.Result) -> None:
+        handlers = self._waiting.pop(result.request.intent_id, None)
+        if handlers is None:
+            log.warning("result for an unknown intent %s ignored", result.request.intent_id)
+            return
+        self.changed = True
+        on_done, on_failed = handlers
+        if isinstance(result, gw.Done):
+            on_done(result.value, result.at or self.now())
+        else:
+            on_failed(result.error, result.ambiguous)
+
+    def error(self, message: str) -> None:
+        """A problem the trader must see on the dashboard (and in the log); never a secret."""
+        log.warning("%s", message)
+        self.errors.appendleft(ErrorView(self.now(), message))
+        self.changed = True
+
+    def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One write-ahead step in its own committed transaction; returns fn's result."""
+        with transaction(self.sessions) as session:
+            return fn(session, *args, **kwargs)
+
+    def note_order(
+        self,
+        slot: LegSlot,
+        tag: str | None,
+        side: Side,
+        order_type: str,
+        qty: int,
+        price: float | None,
+        state: str,
+        purpose: str,
+        message: str | None = None,
+    ) -> None:
+        self.orders_log.appendleft(
+            OrderView(
+                tag,
+                slot.symbol,
+                side.value,
+                order_type,
+                qty,
+                price,
+                state,
+                purpose,
+                self.now(),
+                message,
+            )
+        )
+        self.changed = True
+
+    @property
+    def trading(self) -> bool:
+        """New orders of any kind may be sent (not stopped, failed or reconciling)."""
+        return self.state in (TradingState.RUNNING, TradingState.PAUSED, TradingState.EMERGENCY)
+
+    def book(self) -> Book:
+        """The whole account as the limits see it: every live leg, today's P&L."""
+        open_legs, capital, unrealised = 0, 0.0, 0.0
+        for ls in self.ladders.values():
+            ltp = self.ltp.get(ls.symbol)
+            for leg in ls.ladder.legs:
+                if leg.state not in LIVE:
+                    continue
+                open_legs += 1
+                capital += leg.qty * leg.entry_price
+                if leg.state in HELD and ltp is not None:
+                    unrealised += (ltp - leg.entry_price) * leg.qty
+        return Book(
+            open_legs=open_legs,
+            capital_in_use=capital,
+            day_pnl=self.realised_net + unrealised,
+            entries_paused=self.entries_paused or self.state is not TradingState.RUNNING,
+        )
+
+    # --- prices -------------------------------------------------------------------------
+
+    def on_price(self, symbol: str, ltp: float, at: datetime | None = None) -> None:
+        """STRATEGY.md "Order of work on each price": broker side first, then the rules."""
+        at = at or self.now()
+        self.ltp[symbol] = ltp
+        if self._exchange is not None:
+            self._exchange(symbol, ltp, at)
+        ls = self.ladders.get(symbol)
+        if ls is None or not self.trading:
+            return
+        self._protect_waiting(ls, ltp)
+        if self.state is TradingState.EMERGENCY:
+            return
+        actions = on_price(ls.ladder, ltp, self.now(), self.params, self.book())
+        for action in actions:
+            if isinstance(action, RaiseStop):
+                ls.set_leg(stop_raised(ls.leg(action.leg), action))
+                ls.legs[action.leg].dirty = True
+            elif isinstance(action, Exit):
+                self.exit_leg(ls, action.leg, action.reason, ltp)
+            elif isinstance(action, Buy):
+                self.buy(action, ls)
+            elif isinstance(action, Skip):
+                self.signals[symbol] = SignalView(
+                    symbol,
+                    "open",
+                    action.reason.value,
+                    f"P{action.leg}: {action.detail}",
+                    self.now(),
+                    None,
+                )
+            elif isinstance(action, ModifyGtt):
+                self.modify_gtt(ls, action)
+        if actions:
+            self.changed = True
+
+    def _protect_waiting(self, ls: LadderSlot, ltp: float) -> None:
+        """Bought legs still without a GTT (refused at a fast price, or just restarted)."""
+        for position, slot in ls.legs.items():
+            leg = ls.leg(position)
+            if leg.state not in (LegState.PROTECTING, LegState.OPEN) or slot.gtt_row_id:
+                continue
+            if slot.gtt_work or (slot.gtt_retry_at and self.now() < slot.gtt_retry_at):
+                continue
+            if leg.state is LegState.PROTECTING or slot.gtt_id is None:
+                self.place_gtt(ls, position, protection(ls.symbol, leg, ltp, self.params))
+
+    # --- the timer ----------------------------------------------------------------------
+
+    def on_timer(self, now: datetime | None = None) -> None:
+        """Called about once a second: scans, exit timeouts, retries, stop flushes."""
+        now = now or self.now()
+        self._roll_day(now)
+        if self.trading:
+            self.check_exits(now)
+            for ls in list(self.ladders.values()):
+                ltp = self.ltp.get(ls.symbol)
+                if ltp is not None and self.state is not TradingState.EMERGENCY:
+                    self._protect_waiting(ls, ltp)
+            if self.state is TradingState.RUNNING and (
+                self._next_scan is None or now >= self._next_scan
+            ):
+                self._next_scan = now + timedelta(seconds=self.params.scan_interval_s)
+                self.on_scan(now)
+            self._maybe_sync_gtts(now)
+        if self._last_flush is None or now - self._last_flush >= STOP_FLUSH_EVERY:
+            self._last_flush = now
+            self.flush_stops()
+
+    def flush_stops(self) -> None:
+        """Write the stops and highs raised since the last flush, in one transaction."""
+        dirty = [
+            (ls, slot) for ls in self.ladders.values() for slot in ls.legs.values() if slot.dirty
+        ]
+        if not dirty:
+            return
+        with transaction(self.sessions) as session:
+            for ls, slot in dirty:
+                leg = ls.leg(slot.position)
+                if leg.state in (LegState.PROTECTING, LegState.OPEN):
+                    trading_store.raise_stop(
+                        session, slot.trade_id, leg.stop, leg.high, now=self.now()
+                    )
+        for _, slot in dirty:
+            slot.dirty = False
+
+    def _roll_day(self, now: datetime) -> None:
+        day = self.calendar.session_date(now)
+        if day != self.day:
+            self.day = day
+            self.load_day_pnl(now)
+
+    # --- the scan -----------------------------------------------------------------------
+
+    def on_scan(self, now: datetime) -> None:
+        universe = self.config.universe
+        inputs = self.signal_candles.inputs(universe, now)
+        quotes = {s: q for s in universe if (q := self.store.get(s)) is not None}
+        open_symbols = set(self.ladders)
+        snaps = snapshots(
+            universe,
+            quotes,
+            inputs,
+            open_symbols=open_symbols,
+            last_closed=self.last_closed,
+            use_exchange_time=self.config.use_exchange_time,
+        )
+        buys, skips = scan(snaps, now, self.params, self.book(), self.calendar)
+        changes = {s.symbol: s.day_change_pct for s in snaps}
+        for skip in skips:
+            state = "open" if skip.symbol in open_symbols else "skipped"
+            self.signals[skip.symbol] = SignalView(
+                skip.symbol, state, skip.reason.value, skip.detail, now, changes.get(skip.symbol)
+            )
+        for buy in buys:
+            self.signals[buy.symbol] = SignalView(
+                buy.symbol,
+                "entered",
+                "",
+                f"P1 {buy.qty} @ {buy.price:.2f}",
+                now,
+                changes.get(buy.symbol),
+            )
+            self.buy(buy, None)
+        self.changed = True
+
+    # --- entries ------------------------------------------------------------------------
+
+    def buy(self, buy: Buy, ls: LadderSlot | None) -> None:
+        """Write the leg and its buy (PENDING with a tag), then send the order."""
+        if not self.trading or self.state is not TradingState.RUNNING:
+            return
+        if buy.qty <= 0:
+            return
+        if buy.qty * buy.price > self.params.max_order_value + 1e-6:
+            self.error(f"{buy.symbol} P{buy.leg}: order value above max_order_value, not sent")
+            return
+        if ls is not None and any(ls.leg(p).state is LegState.PENDING_ENTRY for p in ls.legs):
+            return  # an order already in flight for this ladder
+        tag = new_tag("E")
+        now = self.now()
+        sl_pct = sl_pct_for(buy.leg, self.params)
+        target_pct = self.params.p1.target_pct if buy.leg == 1 else None
+        try:
+            with transaction(self.sessions) as session:
+                if ls is None:
+                    row = trading_store.open_ladder(session, self.account, buy.symbol, now=now)
+                    ladder_id = row.id
+                else:
+                    ladder_id = ls.ladder_id
+                trade, _ = trading_store.add_leg_intent(
+                    session, ladder_id, buy.leg, buy.qty, sl_pct, target_pct, tag, now=now
+                )
+                trade_id = trade.trade_id
+        except IllegalTransition as exc:
+            self.error(f"{buy.symbol} P{buy.leg} not bought: {exc}")
+            return
+        if ls is None:
+            ls = LadderSlot(ladder_id, Ladder(buy.symbol, opened_at=now))
+            self.ladders[buy.symbol] = ls
+        ls.set_leg(
+            Leg(
+                position_number=buy.leg,
+                qty=buy.qty,
+                entry_price=buy.price,
+                entry_time=now,
+                high=buy.price,
+                stop=stop_below(buy.price, sl_pct),
+                target=None,
+                sl_pct=sl_pct,
+                state=LegState.PENDING_ENTRY,
+            )
+        )
+        slot = LegSlot(buy.symbol, buy.leg, trade_id, entry_tag=tag)
+        ls.legs[buy.leg] = slot
+        self._by_tag[tag] = slot
+        request = OrderRequest(buy.symbol, Side.BUY, buy.qty, OrderType.MARKET, tag)
+        self.note_order(slot, tag, Side.BUY, "MARKET", buy.qty, None, "pending", "entry")
+        self.send(
+            lambda i: gw.PlaceOrder(i, request),
+            lambda order, at: self.order_seen(order, at),
+            lambda err, ambiguous: self._entry_failed(slot, err, ambiguous),
+        )
+
+    def _entry_failed(self, slot: LegSlot, error: BrokerError, ambiguous: bool) -> None:
+        if ambiguous:
+            self.error(
+                f"{slot.symbol} P{slot.position}: buy reply lost ({error.message}); "
+                "looking it up by tag"
+            )
+            self.find_by_tag(slot, slot.entry_tag)
+            return
+        self.error(f"{slot.symbol} P{slot.position} buy refused: {error.message}")
+        self.entry_not_filled(slot, OrderIntentState.REJECTED, error.message)
+
+    def find_by_tag(self, slot: LegSlot, tag: str | None, attempt: int = 1) -> None:
+        """After a lost reply: the order carrying `tag`, or (after 3 looks) it never arrived."""
+        if tag is None:
+            return
+
+        def found(order: Order | None, at: datetime) -> None:
+            if order is not None:
+                self.order_seen(order, at)
+            elif attempt < 3:
+                self.find_by_tag(slot, tag, attempt + 1)
+            elif tag == slot.entry_tag:
+                self.entry_not_filled(
+                    slot, OrderIntentState.CANCELLED, "not found at the broker after a lost reply"
+                )
+            else:
+                self.sell_not_filled(
+                    slot,
+                    tag,
+                    OrderIntentState.CANCELLED,
+                    "not found at the broker after a lost reply",
+                )
+
+        self.send(
+            lambda i: gw.FindOrderByTag(i, tag),
+            found,
+            lambda err, _a: self.error(
+                f"order {tag} lookup failed: {err.message}; reconcile on restart"
+            ),
+        )
+
+    def entry_not_filled(self, slot: LegSlot, state: OrderIntentState, message: str) -> None:
+        ls = self.ladders.get(slot.symbol)
+        if ls is None:
+            return
+        self.write(
+            trading_store.cancel_entry,
+            slot.trade_id,
+            now=self.now(),
+            order_state=state,
+            message=message,
+        )
+        ls.ladder.legs = [g for g in ls.ladder.legs if g.position_number != slot.position]
+        ls.legs.pop(slot.position, None)
+        self.note_order(
+            slot, slot.entry_tag, Side.BUY, "MARKET", 0, None, state.value, "entry", message
+        )
+        if not ls.ladder.legs:
+            self.ladder_closed(ls, self.now())
+
+    def ladder_closed(self, ls: LadderSlot, at: datetime) -> None:
+        self.ladders.pop(ls.symbol, None)
+        self.last_closed[ls.symbol] = at
+        for slot in ls.legs.values():
+            for key in (slot.entry_tag, slot.exit_tag):
+                self._by_tag.pop(key or "", None)
+        self.changed = True
+
+    # --- order updates ------------------------------------------------------------------
+
+    def on_order_update(self, update: OrderUpdate) -> None:
+        self.order_seen(update.order, update.received_at or self.now())
+
+    def order_seen(self, order: Order, at: datetime) -> None:
+        """Any news of an order (a placement's reply, an update, a lookup): act on its state."""
+        slot = self._by_tag.get(order.tag or "") or self._by_order_id.get(order.order_id)
+        if slot is None:
+            self._recent_orders[order.order_id] = order
+            if len(self._recent_orders) > 500:
+                self._recent_orders.pop(next(iter(self._recent_orders)))
+            if order.side is Side.SELL and order.symbol in self.ladders:
+                self.sync_gtts()  # perhaps one of our GTTs fired: find out which
+            return
+        self.changed = True
+        if order.tag and order.tag == slot.entry_tag:
+            self._entry_update(slot, order, at)
+        elif order.tag and order.tag == slot.exit_tag:
+            self.exit_update(slot, order, at)
+        elif order.order_id == slot.gtt_order_id:
+            self.gtt_order_update(slot, order, at)
+
+    def _entry_update(self, slot: LegSlot, order: Order, at: datetime) -> None:
+        ls = self.ladders.get(slot.symbol)
+        if ls is None or ls.leg(slot.position).state is not LegState.PENDING_ENTRY:
+            return  # already settled (a late duplicate update)
+        tag = slot.entry_tag
+        assert tag is not None
+        if slot.entry_order_id is None:
+            slot.entry_order_id = order.order_id
+            self._by_order_id[order.order_id] = slot
+            self.write(trading_store.mark_order_sent, tag, order.order_id, now=at)
+        if order.state is OrderState.FILLED or (order.state.is_final and order.filled_quantity > 0):
+            self.entry_filled(ls, slot, order.filled_quantity, order.average_price, at)
+        elif order.state in (OrderState.CANCELLED, OrderState.REJECTED):
+            state = OrderIntentState(order.state.value)
+            self.entry_not_filled(slot, state, order.status_message or order.state.value)
+
+    def entry_filled(
+        self, ls: LadderSlot, slot: LegSlot, qty: int, price: float, at: datetime
+    ) -> None:
+        """Record the buy, then protect the leg at once (or sell it in an emergency)."""
+        self.write(
+            trading_store.record_entry_fill,
+            slot.trade_id,
+            price,
+            qty,
+            at,
+            broker_order_id=slot.entry_order_id,
+        )
+        ltp = self.ltp.get(ls.symbol, price)
+        leg, gtt = on_fill(ls.symbol, slot.position, qty, price, at, self.params, last_price=ltp)
+        ls.set_leg(leg)
+        self.note_order(slot, slot.entry_tag, Side.BUY, "MARKET", qty, price, "filled", "entry")
+        if self.state is TradingState.EMERGENCY:
+            self.exit_leg(ls, slot.position, ExitReason.EMERGENCY, ltp)
+            return
+        self.place_gtt(ls, slot.position, gtt)
+
+    # --- GTTs: place and trail ------------------------------------------------------------
+
+    def place_gtt(self, ls: LadderSlot, position: int, gtt: PlaceGtt) -> None:
+        """Protect a bought leg; when Kite would refuse the triggers at this price, the
+        engine's own stop guards the leg and placement is tried again on later prices."""
+        slot = ls.legs[position]
+        leg = ls.leg(position)
+        if slot.gtt_work is not None:
+            return
+        ltp = gtt.last_price
+        if not placeable(gtt, ltp):
+            if leg.target is not None and ltp >= leg.target:
+                self.exit_leg(ls, position, ExitReason.TARGET, ltp)
+            else:
+                slot.gtt_retry_at = self.now()  # next price; the engine stop guards meanwhile
+            return
+        row = self.write(
+            trading_gtts.gtt_intent,
+            slot.trade_id,
+            gtt.gtt_request().gtt_type.value,
+            gtt.triggers,
+            gtt.limit_prices,
+            now=self.now(),
+        )
+        slot.gtt_row_id = row.id
+        slot.gtt_work = GttWork.PLACING
+        request = gtt.gtt_request()
+        self.send(
+            lambda i: gw.PlaceGtt(i, request),
+            lambda gtt_id, at: self.gtt_confirmed(ls, position, gtt.triggers, int(gtt_id), at),
+            lambda err, ambiguous: self._gtt_place_failed(ls, position, gtt, err, ambiguous),
+        )
+
+    def gtt_confirmed(
+        self, ls: LadderSlot, position: int, triggers: tuple[float, ...], gtt_id: int, at: datetime
+    ) -> None:
+        """The broker holds the leg's GTT with `triggers`: the leg is OPEN (protected)."""
+        slot = ls.legs[position]
+        assert slot.gtt_row_id is not None
+        self.write(trading_gtts.gtt_placed, slot.gtt_row_id, gtt_id, now=at)
+        slot.gtt_id, slot.gtt_work, slot.gtt_retry_at = gtt_id, None, None
+        self._by_gtt_id[gtt_id] = slot
+        leg = ls.leg(position)
+        if leg.state in (LegState.PROTECTING, LegState.OPEN):
+            target = triggers[1] if len(triggers) > 1 else None
+            ls.set_state(
+                position, LegState.OPEN, gtt_stop=triggers[0], gtt_target=target, gtt_changed_at=at
+            )
+        if slot.exit_wanted is not None:
+            reason, slot.exit_wanted = slot.exit_wanted, None
+            self.exit_leg(ls, position, reason, self.ltp.get(ls.symbol, leg.entry_price))
+
+    def _gtt_place_failed(
+        self, ls: LadderSlot, position: int, gtt: PlaceGtt, error: BrokerError, ambiguous: bool
+    ) -> None:
+        if ambiguous:
+            self.error(
+                f"{ls.symbol} P{position}: GTT placement reply lost ({error.message}); listing GTTs"
+            )
+            self.send(
+                lambda i: gw.ReconcileGtts(i),
+                lambda gtts, at: self._adopt_or_retry(ls, position, gtt, gtts, at),
+                lambda err, _a: self._gtt_placement_unknown(ls, position, err),
+            )
+            return
+        self.error(
+            f"{ls.symbol} P{position}: GTT refused: {error.message}; "
+            "the engine's stop guards the leg, retrying"
+        )
+        self._gtt_not_placed(ls, position, error.message)
+
+    def _gtt_not_placed(self, ls: LadderSlot, position: int, message: str) -> None:
+        slot = ls.legs[position]
+        assert slot.gtt_row_id is not None
+        self.write(
+            trading_gtts.gtt_place_failed, slot.gtt_row_id, now=self.now(), message=message[:255]
+        )
+        slot.gtt_row_id, slot.gtt_work = None, None
+        slot.gtt_retry_at = self.now() + RETRY_AFTER
+        if slot.exit_wanted is not None:
+            reason, slot.exit_wanted = slot.exit_wanted, None
+            self.exit_leg(ls, position, reason, self.ltp.get(ls.symbol, 0.0))
+
+    def _gtt_placement_unknown(self, ls: LadderSlot, position: int, error: BrokerError) -> None:
+        # Neither placed nor refused for sure: keep PENDING (never a second GTT), and let
+        # the next GTT listing settle it.
+        self.error(
+            f"{ls.symbol} P{position}: GTT placement unknown ({error.message}); "
+            "will list GTTs again"
+        )
+        self._next_gtt_sync = self.now()
+        ls.legs[position].gtt_work = GttWork.PLACING
+
+    def _adopt_or_retry(
+        self, ls: LadderSlot, position: int, gtt: PlaceGtt, gtts: list[Gtt], at: datetime
+    ) -> None:
+        match = self.matching_gtt(gtts, gtt.symbol, gtt.qty, gtt.triggers)
+        if match is not None:
+            self.gtt_confirmed(ls, position, gtt.triggers, match.gtt_id, at)
+        else:
+            self._gtt_not_placed(ls, position, "not found at the broker after a lost reply")
+
+    def matching_gtt(
+        self, gtts: list[Gtt], symbol: str, qty: int, triggers: tuple[float, ...]
+    ) -> Gtt | None:
+        """An active broker GTT with these terms that no leg of ours claims yet."""
+        claimed = set(self._by_gtt_id)
+        for g in gtts:
+            if (
+                g.state is GttState.ACTIVE
+                and g.symbol == symbol
+                and g.quantity == qty
+                and g.gtt_id not in claimed
+                and tuple(round(t, 2) for t in g.triggers) == tuple(round(t, 2) for t in triggers)
+            ):
+                return g
+        return None
+
+    def modify_gtt(self, ls: LadderSlot, modify: ModifyGtt) -> None:
+        """Trail the GTT with modify_gtt (never cancel-then-create): intent, then the call."""
+        slot = ls.legs[modify.leg]
+        if slot.gtt_work is not None or slot.gtt_id is None or slot.gtt_row_id is None:
+            return
+        if self.state is not TradingState.RUNNING and self.state is not TradingState.PAUSED:
+            return
+        self.write(
+            trading_gtts.gtt_modify_intent,
+            slot.gtt_row_id,
+            modify.triggers,
+            modify.limit_prices,
+            now=self.now(),
+        )
+        slot.gtt_work, slot.pending_modify = GttWork.MODIFYING, modify
+        gtt_id, request = slot.gtt_id, modify.gtt_request()
+        self.send(
+            lambda i: gw.ModifyGtt(i, gtt_id, request),
+            lambda _v, at: self._gtt_modified(ls, modify, at),
+            lambda err, ambiguous: self._gtt_modify_failed(ls, modify, err, ambiguous),
+        )
+
+    def _gtt_modified(self, ls: LadderSlot, modify: ModifyGtt, at: datetime) -> None:
+        slot = ls.legs[modify.leg]
+        if slot.gtt_work != GttWork.MODIFYING:
+            return  # an exit took the GTT over meanwhile
+        slot.gtt_work, slot.pending_modify = None, None
+        assert slot.gtt_row_id is not None
+        self.write(trading_gtts.gtt_modified, slot.gtt_row_id, now=at)
+        leg = ls.leg(modify.leg)
+        if leg.state is LegState.OPEN:
+            ls.set_leg(gtt_placed(leg, modify, at))
+        slot.dirty = True
+
+    def _gtt_modify_failed(
+        self, ls: LadderSlot, modify: ModifyGtt, error: BrokerError, ambiguous: bool
+    ) -> None:
+        slot = ls.legs[modify.leg]
+        if slot.gtt_work != GttWork.MODIFYING or slot.gtt_id is None:
+            return
+        self.error(
+            f"{ls.symbol} P{modify.leg}: GTT modify failed: {error.message}; "
+            "checking the GTT at the broker"
+        )
+        gtt_id = slot.gtt_id
+        self.send(
+            lambda i: gw.FetchGtt(i, gtt_id),
+            lambda g, at: self.gtt_truth(ls, modify.leg, g, at),
+            lambda err, _a: self.gtt_truth(ls, modify.leg, None, self.now(), unknown=err.message),
+        )
+
+    # --- the GTT list: triggers and vanished GTTs ------------------------------------------
+
+    def sync_gtts(self) -> None:
+        """List the broker's GTTs and settle each of ours against it (one listing at a time)."""
+        if self._gtt_sync_in_flight:
+            return
+        self._gtt_sync_in_flight = True
+
+        def listed(gtts: list[Gtt], at: datetime) -> None:
+            self._gtt_sync_in_flight = False
+            by_id = {g.gtt_id: g for g in gtts}
+            for ls in list(self.ladders.values()):
+                for position, slot in list(ls.legs.items()):
+                    if slot.gtt_id is None or slot.gtt_triggered:
+                        continue
+                    if slot.gtt_work == GttWork.PLACING:
+                        continue
+                    self.gtt_truth(ls, position, by_id.get(slot.gtt_id), at)
+
+        def failed(error: BrokerError, _ambiguous: bool) -> None:
+            self._gtt_sync_in_flight = False
+            self.error(f"GTT listing failed: {error.message}")
+
+        self.send(lambda i: gw.ReconcileGtts(i), listed, failed)
+
+    def _maybe_sync_gtts(self, now: datetime) -> None:
+        every = self.config.gtt_sync_every
+        if every is None or not self.ladders:
+            return
+        if self._next_gtt_sync is None or now >= self._next_gtt_sync:
+            self._next_gtt_sync = now + every
+            self.sync_gtts()
+
+    def forget_leg(self, slot: LegSlot) -> None:
+        for key in (slot.entry_tag, slot.exit_tag):
+            self._by_tag.pop(key or "", None)
+        for key in (slot.entry_order_id, slot.exit_order_id, slot.gtt_order_id):
+            self._by_order_id.pop(key or "", None)
+        if slot.gtt_id is not None:
+            self._by_gtt_id.pop(slot.gtt_id, None)
+
+    def index_leg(self, slot: LegSlot) -> None:
+        for key in (slot.entry_tag, slot.exit_tag):
+            if key:
+                self._by_tag[key] = slot
+        for key in (slot.entry_order_id, slot.exit_order_id, slot.gtt_order_id):
+            if key:
+                self._by_order_id[key] = slot
+        if slot.gtt_id is not None:
+            self._by_gtt_id[slot.gtt_id] = slot
