@@ -93,6 +93,9 @@ class PaperBroker(Broker):
         self._clock = clock
         self._ltp = ltp
         self._last_prices: dict[str, float] = {}
+        # Symbols with no open order and no active GTT: a price there changes nothing, so
+        # on_price skips the database. Any order or GTT call empties it (rebuilt lazily).
+        self._quiet: set[str] = set()
         # One lock for every change: a price and an order never interleave, so a GTT
         # and a resting order are decided on the same state. The compare-and-set on the
         # GTT's state (store.move_gtt) makes a trigger once even across brokers.
@@ -113,6 +116,8 @@ class PaperBroker(Broker):
         with self._lock:
             at = at or self._clock()
             self._last_prices[symbol] = ltp
+            if symbol in self._quiet:
+                return
             with transaction(self._sessions) as session:
                 acct = store.account(session, self._account_id)
                 updates = []
@@ -128,6 +133,12 @@ class PaperBroker(Broker):
                 ]
             for pk, leg in fired:
                 self._trigger(pk, leg, ltp, at)
+            with self._sessions() as session:
+                acct_id = self._account_id
+                if not store.open_orders(session, acct_id, symbol) and not store.active_gtts(
+                    session, acct_id, symbol
+                ):
+                    self._quiet.add(symbol)
 
     def check_timeouts(self, now: datetime | None = None) -> None:
         """Turn every exit LIMIT order open `exit_timeout_s` or longer into a MARKET order.
@@ -145,6 +156,7 @@ class PaperBroker(Broker):
         kite_gtt_rules.check_order(request)
         where = f"place_order {request.symbol}"
         with self._lock:
+            self._quiet.clear()
             now = self._clock()
             ltp = self._price(request.symbol)
             if request.order_type is OrderType.MARKET and ltp is None:
@@ -198,6 +210,7 @@ class PaperBroker(Broker):
         kite_gtt_rules.check_modify(order_id, quantity=quantity, price=price, order_type=order_type)
         where = f"modify_order {order_id}"
         with self._lock:
+            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 acct = store.account(session, self._account_id)
@@ -237,6 +250,7 @@ class PaperBroker(Broker):
 
     def cancel_order(self, order_id: str) -> None:
         with self._lock:
+            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._open_order(session, order_id, f"cancel_order {order_id}")
@@ -307,6 +321,7 @@ class PaperBroker(Broker):
 
     def place_gtt(self, request: GttRequest) -> int:
         with self._lock:
+            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 acct = store.account(session, acct_id := self._account_id)
@@ -341,6 +356,7 @@ class PaperBroker(Broker):
     def modify_gtt(self, gtt_id: int, request: GttRequest) -> None:
         where = f"modify_gtt {gtt_id}"
         with self._lock:
+            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._gtt(session, gtt_id, where)
@@ -368,6 +384,7 @@ class PaperBroker(Broker):
     def delete_gtt(self, gtt_id: int) -> GttState:
         """ACTIVE → DELETED and returns ACTIVE; any other state is left and returned as it is."""
         with self._lock:
+            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._gtt(session, gtt_id, f"delete_gtt {gtt_id}")
