@@ -8,9 +8,10 @@ via `submit`, and records the result when it comes back as another event. It nev
 calls the broker itself, never sleeps and never reads the wall clock: the same class
 runs live, paper and backtests (where `submit` executes inline).
 
-Split by job: this file holds prices, the scan, entries and GTT placement/trailing;
-trader_exits.py the cancel-first exits and the emergency stop; reconcile.py the start-up
-reconciliation; trader_controls.py the commands and the published view.
+Split by job: this file holds prices, the timer, the scan and entries; trader_gtts.py
+GTT placement and trailing; trader_exits.py the cancel-first exits and the emergency
+stop; reconcile.py the start-up reconciliation; trader_controls.py the commands and the
+published view.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from Webapp.broker.base import (
     Broker,
     BrokerError,
-    Gtt,
-    GttState,
     Order,
     OrderRequest,
     OrderState,
@@ -41,20 +40,18 @@ from Webapp.broker.base import (
 from Webapp.config.params import Params
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.ltp_store import LTPStore
-from Webapp.storage import trading_gtts, trading_store
+from Webapp.storage import trading_store
 from Webapp.storage.db import transaction
 from Webapp.storage.states import ExitReason, IllegalTransition, LegState, OrderIntentState
 from Webapp.strategy import gateway as gw
-from Webapp.strategy.actions import Buy, Exit, ModifyGtt, PlaceGtt, RaiseStop, Skip
+from Webapp.strategy.actions import Buy, Exit, ModifyGtt, RaiseStop, Skip
 from Webapp.strategy.clock import Clock
 from Webapp.strategy.commands import Command
 from Webapp.strategy.ladder import (
     Ladder,
     Leg,
-    gtt_placed,
     on_fill,
     on_price,
-    placeable,
     protection,
     sl_pct_for,
     stop_below,
@@ -64,9 +61,10 @@ from Webapp.strategy.limits import Book
 from Webapp.strategy.reconcile import Reconciler
 from Webapp.strategy.signal_inputs import SignalCandles, snapshots
 from Webapp.strategy.signals import scan
-from Webapp.strategy.slots import HELD, LIVE, GttWork, LadderSlot, LegSlot
+from Webapp.strategy.slots import HELD, LIVE, LadderSlot, LegSlot
 from Webapp.strategy.trader_controls import Controls
 from Webapp.strategy.trader_exits import ExitFlow
+from Webapp.strategy.trader_gtts import GttFlow
 from Webapp.strategy.trading_view import ErrorView, OrderView, SignalView, TradingState
 
 log = logging.getLogger(__name__)
@@ -75,8 +73,6 @@ Submit = Callable[[gw.GatewayRequest, bool], None]  # (request, urgent)
 OnDone = Callable[[Any, datetime], None]
 OnFailed = Callable[[BrokerError, bool], None]  # (error, ambiguous)
 
-# A refused GTT placement or sell is tried again after this long (never in a tight loop).
-RETRY_AFTER = timedelta(seconds=5)
 # Raised stops are written at most this often (the GTT at the broker is the protection;
 # after a crash the stop restarts from max(saved stop, GTT trigger)).
 STOP_FLUSH_EVERY = timedelta(seconds=1)
@@ -90,7 +86,7 @@ class TraderConfig:
     gtt_sync_every: timedelta | None = None  # live: list GTTs this often to catch triggers
 
 
-class Trader(ExitFlow, Reconciler, Controls):
+class Trader(GttFlow, ExitFlow, Reconciler, Controls):
     """Single-threaded by contract: every method is called from the engine thread only."""
 
     def __init__(
@@ -557,208 +553,6 @@ class Trader(ExitFlow, Reconciler, Controls):
             self.exit_leg(ls, slot.position, ExitReason.EMERGENCY, ltp)
             return
         self.place_gtt(ls, slot.position, gtt)
-
-    # --- GTTs: place and trail ------------------------------------------------------------
-
-    def place_gtt(self, ls: LadderSlot, position: int, gtt: PlaceGtt) -> None:
-        """Protect a bought leg; when Kite would refuse the triggers at this price, the
-        engine's own stop guards the leg and placement is tried again on later prices."""
-        slot = ls.legs[position]
-        leg = ls.leg(position)
-        if slot.gtt_work is not None:
-            return
-        ltp = gtt.last_price
-        if not placeable(gtt, ltp):
-            if leg.target is not None and ltp >= leg.target:
-                self.exit_leg(ls, position, ExitReason.TARGET, ltp)
-            else:
-                slot.gtt_retry_at = self.now()  # next price; the engine stop guards meanwhile
-            return
-        row = self.write(
-            trading_gtts.gtt_intent,
-            slot.trade_id,
-            gtt.gtt_request().gtt_type.value,
-            gtt.triggers,
-            gtt.limit_prices,
-            now=self.now(),
-        )
-        slot.gtt_row_id = row.id
-        slot.gtt_work = GttWork.PLACING
-        request = gtt.gtt_request()
-        self.send(
-            lambda i: gw.PlaceGtt(i, request),
-            lambda gtt_id, at: self.gtt_confirmed(ls, position, gtt.triggers, int(gtt_id), at),
-            lambda err, ambiguous: self._gtt_place_failed(ls, position, gtt, err, ambiguous),
-        )
-
-    def gtt_confirmed(
-        self, ls: LadderSlot, position: int, triggers: tuple[float, ...], gtt_id: int, at: datetime
-    ) -> None:
-        """The broker holds the leg's GTT with `triggers`: the leg is OPEN (protected)."""
-        slot = ls.legs[position]
-        assert slot.gtt_row_id is not None
-        self.write(trading_gtts.gtt_placed, slot.gtt_row_id, gtt_id, now=at)
-        slot.gtt_id, slot.gtt_work, slot.gtt_retry_at = gtt_id, None, None
-        self._by_gtt_id[gtt_id] = slot
-        leg = ls.leg(position)
-        if leg.state in (LegState.PROTECTING, LegState.OPEN):
-            target = triggers[1] if len(triggers) > 1 else None
-            ls.set_state(
-                position, LegState.OPEN, gtt_stop=triggers[0], gtt_target=target, gtt_changed_at=at
-            )
-        if slot.exit_wanted is not None:
-            reason, slot.exit_wanted = slot.exit_wanted, None
-            self.exit_leg(ls, position, reason, self.ltp.get(ls.symbol, leg.entry_price))
-
-    def _gtt_place_failed(
-        self, ls: LadderSlot, position: int, gtt: PlaceGtt, error: BrokerError, ambiguous: bool
-    ) -> None:
-        if ambiguous:
-            self.error(
-                f"{ls.symbol} P{position}: GTT placement reply lost ({error.message}); listing GTTs"
-            )
-            self.send(
-                lambda i: gw.ReconcileGtts(i),
-                lambda gtts, at: self._adopt_or_retry(ls, position, gtt, gtts, at),
-                lambda err, _a: self._gtt_placement_unknown(ls, position, err),
-            )
-            return
-        self.error(
-            f"{ls.symbol} P{position}: GTT refused: {error.message}; "
-            "the engine's stop guards the leg, retrying"
-        )
-        self._gtt_not_placed(ls, position, error.message)
-
-    def _gtt_not_placed(self, ls: LadderSlot, position: int, message: str) -> None:
-        slot = ls.legs[position]
-        assert slot.gtt_row_id is not None
-        self.write(
-            trading_gtts.gtt_place_failed, slot.gtt_row_id, now=self.now(), message=message[:255]
-        )
-        slot.gtt_row_id, slot.gtt_work = None, None
-        slot.gtt_retry_at = self.now() + RETRY_AFTER
-        if slot.exit_wanted is not None:
-            reason, slot.exit_wanted = slot.exit_wanted, None
-            self.exit_leg(ls, position, reason, self.ltp.get(ls.symbol, 0.0))
-
-    def _gtt_placement_unknown(self, ls: LadderSlot, position: int, error: BrokerError) -> None:
-        # Neither placed nor refused for sure: keep PENDING (never a second GTT), and let
-        # the next GTT listing settle it.
-        self.error(
-            f"{ls.symbol} P{position}: GTT placement unknown ({error.message}); "
-            "will list GTTs again"
-        )
-        self._next_gtt_sync = self.now()
-        ls.legs[position].gtt_work = GttWork.PLACING
-
-    def _adopt_or_retry(
-        self, ls: LadderSlot, position: int, gtt: PlaceGtt, gtts: list[Gtt], at: datetime
-    ) -> None:
-        match = self.matching_gtt(gtts, gtt.symbol, gtt.qty, gtt.triggers)
-        if match is not None:
-            self.gtt_confirmed(ls, position, gtt.triggers, match.gtt_id, at)
-        else:
-            self._gtt_not_placed(ls, position, "not found at the broker after a lost reply")
-
-    def matching_gtt(
-        self, gtts: list[Gtt], symbol: str, qty: int, triggers: tuple[float, ...]
-    ) -> Gtt | None:
-        """An active broker GTT with these terms that no leg of ours claims yet."""
-        claimed = set(self._by_gtt_id)
-        for g in gtts:
-            if (
-                g.state is GttState.ACTIVE
-                and g.symbol == symbol
-                and g.quantity == qty
-                and g.gtt_id not in claimed
-                and tuple(round(t, 2) for t in g.triggers) == tuple(round(t, 2) for t in triggers)
-            ):
-                return g
-        return None
-
-    def modify_gtt(self, ls: LadderSlot, modify: ModifyGtt) -> None:
-        """Trail the GTT with modify_gtt (never cancel-then-create): intent, then the call."""
-        slot = ls.legs[modify.leg]
-        if slot.gtt_work is not None or slot.gtt_id is None or slot.gtt_row_id is None:
-            return
-        if self.state is not TradingState.RUNNING and self.state is not TradingState.PAUSED:
-            return
-        self.write(
-            trading_gtts.gtt_modify_intent,
-            slot.gtt_row_id,
-            modify.triggers,
-            modify.limit_prices,
-            now=self.now(),
-        )
-        slot.gtt_work, slot.pending_modify = GttWork.MODIFYING, modify
-        gtt_id, request = slot.gtt_id, modify.gtt_request()
-        self.send(
-            lambda i: gw.ModifyGtt(i, gtt_id, request),
-            lambda _v, at: self._gtt_modified(ls, modify, at),
-            lambda err, ambiguous: self._gtt_modify_failed(ls, modify, err, ambiguous),
-        )
-
-    def _gtt_modified(self, ls: LadderSlot, modify: ModifyGtt, at: datetime) -> None:
-        slot = ls.legs[modify.leg]
-        if slot.gtt_work != GttWork.MODIFYING:
-            return  # an exit took the GTT over meanwhile
-        slot.gtt_work, slot.pending_modify = None, None
-        assert slot.gtt_row_id is not None
-        self.write(trading_gtts.gtt_modified, slot.gtt_row_id, now=at)
-        leg = ls.leg(modify.leg)
-        if leg.state is LegState.OPEN:
-            ls.set_leg(gtt_placed(leg, modify, at))
-        slot.dirty = True
-
-    def _gtt_modify_failed(
-        self, ls: LadderSlot, modify: ModifyGtt, error: BrokerError, ambiguous: bool
-    ) -> None:
-        slot = ls.legs[modify.leg]
-        if slot.gtt_work != GttWork.MODIFYING or slot.gtt_id is None:
-            return
-        self.error(
-            f"{ls.symbol} P{modify.leg}: GTT modify failed: {error.message}; "
-            "checking the GTT at the broker"
-        )
-        gtt_id = slot.gtt_id
-        self.send(
-            lambda i: gw.FetchGtt(i, gtt_id),
-            lambda g, at: self.gtt_truth(ls, modify.leg, g, at),
-            lambda err, _a: self.gtt_truth(ls, modify.leg, None, self.now(), unknown=err.message),
-        )
-
-    # --- the GTT list: triggers and vanished GTTs ------------------------------------------
-
-    def sync_gtts(self) -> None:
-        """List the broker's GTTs and settle each of ours against it (one listing at a time)."""
-        if self._gtt_sync_in_flight:
-            return
-        self._gtt_sync_in_flight = True
-
-        def listed(gtts: list[Gtt], at: datetime) -> None:
-            self._gtt_sync_in_flight = False
-            by_id = {g.gtt_id: g for g in gtts}
-            for ls in list(self.ladders.values()):
-                for position, slot in list(ls.legs.items()):
-                    if slot.gtt_id is None or slot.gtt_triggered:
-                        continue
-                    if slot.gtt_work == GttWork.PLACING:
-                        continue
-                    self.gtt_truth(ls, position, by_id.get(slot.gtt_id), at)
-
-        def failed(error: BrokerError, _ambiguous: bool) -> None:
-            self._gtt_sync_in_flight = False
-            self.error(f"GTT listing failed: {error.message}")
-
-        self.send(lambda i: gw.ReconcileGtts(i), listed, failed)
-
-    def _maybe_sync_gtts(self, now: datetime) -> None:
-        every = self.config.gtt_sync_every
-        if every is None or not self.ladders:
-            return
-        if self._next_gtt_sync is None or now >= self._next_gtt_sync:
-            self._next_gtt_sync = now + every
-            self.sync_gtts()
 
     def forget_leg(self, slot: LegSlot) -> None:
         for key in (slot.entry_tag, slot.exit_tag):
