@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from Webapp.broker.base import BrokerError, Gtt, Holding, Order, OrderState, Position, Side
+from Webapp.market.calendar import IST
 from Webapp.storage import trading_gtts, trading_store
 from Webapp.storage.db import transaction
 from Webapp.storage.states import GttIntentState, LadderState, LegState, OrderIntentState
 from Webapp.storage.trading_models import Ladder as LadderRow
-from Webapp.storage.trading_models import TradeGtt, TradeOrder
-from Webapp.storage.trading_reads import open_ladders
+from Webapp.storage.trading_models import Trade, TradeGtt, TradeOrder
+from Webapp.storage.trading_reads import open_ladders, todays_realised_pnl
 from Webapp.strategy import gateway as gw
 from Webapp.strategy.ladder import sl_pct_for
 from Webapp.strategy.slots import HELD, GttWork, LadderSlot, ladder_slot_from_row
@@ -67,7 +68,7 @@ class Reconciler:
                 if ls.finished:
                     continue
                 self.ladders[ls.symbol] = ls
-                for position, slot in ls.legs.items():
+                for slot in ls.legs.values():
                     gtt = session.get(TradeGtt, slot.gtt_row_id) if slot.gtt_row_id else None
                     if gtt is not None and gtt.state == GttIntentState.PENDING.value:
                         slot.gtt_work = GttWork.PLACING
@@ -75,7 +76,6 @@ class Reconciler:
                         slot.gtt_work = GttWork.MODIFYING
                     elif gtt is not None and gtt.state == GttIntentState.DELETING.value:
                         slot.gtt_work = GttWork.DELETING
-                    _ = position
         self.last_closed = {symbol: at for symbol, at in closed if at is not None}
         self._by_tag.clear()
         self._by_order_id.clear()
@@ -308,10 +308,7 @@ class Reconciler:
             self.load_from_db()
 
     def load_day_pnl(self: Trader, now: datetime) -> None:
-        from Webapp.market.calendar import IST
-        from Webapp.storage.trading_models import Trade
-        from Webapp.storage.trading_reads import todays_realised_pnl
-
+        """Today's (IST) realised P&L and the symbols already sold today (DP charge)."""
         day = self.calendar.session_date(now)
         start = datetime(day.year, day.month, day.day, tzinfo=IST)
         with self.sessions() as session:
@@ -327,4 +324,3 @@ class Reconciler:
             ).all()
         self.realised_gross, self.charges_today, self.realised_net = pnl.gross, pnl.charges, pnl.net
         self.dp_billed = set(sold)
-        _ = Side
