@@ -15,7 +15,7 @@ from Webapp.storage.states import ExitReason, GttIntentState, LadderState, LegSt
 from Webapp.storage.trading_models import Ladder as LadderRow
 from Webapp.storage.trading_models import Trade, TradeGtt
 from Webapp.storage.trading_store import LIVE_GTT_STATES
-from Webapp.strategy.actions import ModifyGtt
+from Webapp.strategy.actions import ModifyGtt, PlaceGtt
 from Webapp.strategy.ladder import Ladder, Leg
 
 HELD = frozenset({LegState.PROTECTING, LegState.OPEN, LegState.PENDING_EXIT})
@@ -41,6 +41,8 @@ class LegSlot:
     gtt_id: int | None = None  # the broker's id of that GTT
     gtt_work: str | None = None  # a GttWork while a call is in flight
     pending_modify: ModifyGtt | None = None  # the modify in flight (its new triggers)
+    pending_place: PlaceGtt | None = None  # the placement in flight
+    gtt_unknown: bool = False  # a call's outcome is unknown: the next GTT listing settles it
     gtt_retry_at: datetime | None = None  # a refused placement is tried again from then
     exit_wanted: ExitReason | None = None  # decided while a GTT placement was in flight
     exit_tag: str | None = None  # our sell order in flight

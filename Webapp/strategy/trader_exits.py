@@ -123,6 +123,8 @@ class ExitFlow:
     def gtt_gone(self: Trader, ls: LadderSlot, position: int, at: datetime) -> None:
         """The GTT of an exiting leg is confirmed deleted while active: now sell."""
         slot = ls.legs[position]
+        if slot.gtt_row_id is None and slot.gtt_work is None:
+            return  # already settled by an earlier answer about the same delete
         if slot.gtt_row_id is not None:
             self.write(trading_gtts.gtt_deleted, slot.gtt_row_id, now=at)
         self._clear_gtt(slot)
@@ -132,7 +134,8 @@ class ExitFlow:
         if slot.gtt_id is not None:
             self._by_gtt_id.pop(slot.gtt_id, None)
         slot.gtt_row_id = slot.gtt_id = slot.gtt_work = None
-        slot.pending_modify = None
+        slot.pending_modify = slot.pending_place = None
+        slot.gtt_unknown = False
 
     # --- what the broker says about a GTT -------------------------------------------------
 
@@ -152,6 +155,7 @@ class ExitFlow:
         self.changed = True
         if unknown is not None:
             self.error(f"{ls.symbol} P{position}: GTT state unknown ({unknown}); will look again")
+            slot.gtt_unknown = True
             self.retry_sync_at = self.now() + RETRY_AFTER
             return
         row_id, work = slot.gtt_row_id, slot.gtt_work

@@ -54,7 +54,7 @@ class GttFlow:
             now=self.now(),
         )
         slot.gtt_row_id = row.id
-        slot.gtt_work = GttWork.PLACING
+        slot.gtt_work, slot.pending_place = GttWork.PLACING, gtt
         request = gtt.gtt_request()
         self.send(
             lambda i: gw.PlaceGtt(i, request),
@@ -75,6 +75,7 @@ class GttFlow:
         assert slot.gtt_row_id is not None
         self.write(trading_gtts.gtt_placed, slot.gtt_row_id, gtt_id, now=at)
         slot.gtt_id, slot.gtt_work, slot.gtt_retry_at = gtt_id, None, None
+        slot.pending_place, slot.gtt_unknown = None, False
         self._by_gtt_id[gtt_id] = slot
         leg = ls.leg(position)
         if leg.state in (LegState.PROTECTING, LegState.OPEN):
@@ -117,6 +118,7 @@ class GttFlow:
             trading_gtts.gtt_place_failed, slot.gtt_row_id, now=self.now(), message=message[:255]
         )
         slot.gtt_row_id, slot.gtt_work = None, None
+        slot.pending_place, slot.gtt_unknown = None, False
         slot.gtt_retry_at = self.now() + RETRY_AFTER
         if slot.exit_wanted is not None:
             reason, slot.exit_wanted = slot.exit_wanted, None
@@ -131,8 +133,9 @@ class GttFlow:
             f"{ls.symbol} P{position}: GTT placement unknown ({error.message}); "
             "will list GTTs again"
         )
-        self._next_gtt_sync = self.now()
-        ls.legs[position].gtt_work = GttWork.PLACING
+        slot = ls.legs[position]
+        slot.gtt_work, slot.gtt_unknown = GttWork.PLACING, True
+        self.retry_sync_at = self.now() + RETRY_AFTER
 
     def _adopt_or_retry(
         self: Trader, ls: LadderSlot, position: int, gtt: PlaceGtt, gtts: list[Gtt], at: datetime
@@ -223,11 +226,21 @@ class GttFlow:
             by_id = {g.gtt_id: g for g in gtts}
             for ls in list(self.ladders.values()):
                 for position, slot in list(ls.legs.items()):
-                    if slot.gtt_id is None or slot.gtt_triggered:
-                        continue
-                    if slot.gtt_work == GttWork.PLACING:
-                        continue
-                    self.gtt_truth(ls, position, by_id.get(slot.gtt_id), at)
+                    if self.ladders.get(ls.symbol) is not ls or position not in ls.legs:
+                        continue  # closed by an earlier leg's settlement in this loop
+                    broker_gtt = by_id.get(slot.gtt_id) if slot.gtt_id is not None else None
+                    if slot.gtt_triggered:
+                        if slot.gtt_order_id is None and broker_gtt is not None:
+                            self._gtt_fired(ls, position, broker_gtt, at)
+                    elif slot.gtt_unknown:
+                        # Only calls whose outcome is unknown; one in flight settles itself.
+                        slot.gtt_unknown = False
+                        if slot.gtt_work == GttWork.PLACING and slot.pending_place is not None:
+                            self._adopt_or_retry(ls, position, slot.pending_place, gtts, at)
+                        elif slot.gtt_id is not None:
+                            self.gtt_truth(ls, position, broker_gtt, at)
+                    elif slot.gtt_work is None and slot.gtt_id is not None:
+                        self.gtt_truth(ls, position, broker_gtt, at)
 
         def failed(error: BrokerError, _ambiguous: bool) -> None:
             self._gtt_sync_in_flight = False
