@@ -100,10 +100,11 @@ def _register_blueprints(app: Flask) -> None:
         health,
         kite_auth,
         settings,
+        trading,
         users_admin,
     )
 
-    for module in (auth, dashboard, data, health, users_admin, settings, kite_auth):
+    for module in (auth, dashboard, trading, data, health, users_admin, settings, kite_auth):
         app.register_blueprint(module.bp)
     cli.register(app)
     data_cli.register(app)

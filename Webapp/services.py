@@ -11,7 +11,7 @@ from Webapp.storage import audit, users
 from Webapp.storage.db import transaction
 from Webapp.storage.models import Role
 from Webapp.web.extensions import socketio
-from Webapp.web.sockets import PriceBridge
+from Webapp.web.sockets import PriceBridge, TradingBridge
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def ensure_first_admin(app: Flask) -> str | None:
 
 
 def start_services(app: Flask) -> Runtime:
-    """Validate params and settings, then start broker, feed, engine and price push.
+    """Validate params and settings, then start broker, feed, engine, price and trading push.
 
     Raises ParamsError or StartupError with a message for the operator; the
     callers print it and exit without a traceback.
@@ -38,10 +38,14 @@ def start_services(app: Flask) -> Runtime:
     # build() migrates the app DB once the settings are known to be usable.
     runtime = Runtime.build(state.settings, sessions=state.sessions)
     runtime.start()
-    bridge = PriceBridge(socketio, runtime, state.settings.price_push_hz)
-    bridge.start()
+    bridges = [
+        PriceBridge(socketio, runtime, state.settings.price_push_hz),
+        TradingBridge(socketio, runtime),
+    ]
+    for bridge in bridges:
+        bridge.start()
     state.runtime = runtime
-    state.bridges.append(bridge)
+    state.bridges.extend(bridges)
     return runtime
 
 

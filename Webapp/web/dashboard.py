@@ -1,4 +1,4 @@
-"""The dashboard: live prices (pushed over Socket.IO) and the process's status."""
+"""The dashboard: trading panel and controls, live prices (pushed over Socket.IO), status."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from Webapp.market.ltp_store import Quote
 from Webapp.runtime import Runtime
 from Webapp.web.appstate import app_state
 from Webapp.web.timefmt import ist
+from Webapp.web.trading import trading_controls, trading_panel
 
 bp = Blueprint("dashboard", __name__)
 
@@ -47,4 +48,6 @@ def index():
         rows=price_rows(runtime),
         universe=[] if runtime is None else runtime.universe,
         health=None if runtime is None else runtime.health(),
+        trading=trading_panel(runtime),
+        controls=trading_controls(runtime),
     )

@@ -1,8 +1,8 @@
-"""Flask-WTF forms (CSRF included) for login, passwords, user admin and Kite credentials."""
+"""Flask-WTF forms (CSRF included) for login, passwords, user admin, Kite credentials, trading."""
 
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp
+from wtforms.validators import AnyOf, DataRequired, EqualTo, Length, Optional, Regexp
 
 from Webapp.storage.users import MIN_PASSWORD_LENGTH
 
@@ -57,5 +57,20 @@ class KiteCredentialsForm(FlaskForm):
         validators=[
             Optional(),
             Regexp(r"^[A-Za-z0-9_-]{1,128}$", message="letters, digits, '_' or '-' (max 128)"),
+        ],
+    )
+
+
+EMERGENCY_CONFIRMATION = "EMERGENCY"
+
+
+class EmergencyStopForm(FlaskForm):
+    """The emergency stop: the page's confirm dialog sends `confirm`; a stray POST lacks it."""
+
+    confirm = StringField(
+        "Type EMERGENCY to confirm",
+        validators=[
+            DataRequired(message=f"type {EMERGENCY_CONFIRMATION} to confirm"),
+            AnyOf([EMERGENCY_CONFIRMATION], message=f"type {EMERGENCY_CONFIRMATION} to confirm"),
         ],
     )

@@ -47,6 +47,7 @@
   }
 
   const socket = io({ transports: ["websocket", "polling"] });
+  window.ladderSocket = socket; // one socket per page: trading.js listens on it too
   socket.on("connect", () => setStatus("connected", "live"));
   socket.on("disconnect", () => setStatus("disconnected", "disconnected"));
   socket.on("connect_error", (err) => setStatus("refused", "not connected: " + err.message));
