@@ -30,7 +30,7 @@ from Webapp.strategy.trader import Trader, TraderConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "support_files" / "param.yaml"
 DEFAULTS = load_params(SHIPPED)
-T0 = datetime(2026, 11, 24, 4, 30, tzinfo=UTC)  # Tuesday 24 Nov 2026, 10:00 IST
+T0 = datetime(2026, 11, 25, 4, 30, tzinfo=UTC)  # Wednesday 25 Nov 2026, 10:00 IST, a trading day
 
 
 def rig_params(**updates) -> Params:

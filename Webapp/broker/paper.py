@@ -109,6 +109,11 @@ class PaperBroker(Broker):
                 self._account_id = acct.id
             self._finish_interrupted_triggers(now)
 
+    def use_params(self, params: Params) -> None:
+        """A parameter reload: later fills, exit timeouts and charges follow `params`."""
+        with self._lock:
+            self._params = params
+
     # --- prices: the exchange side --------------------------------------------------
 
     def on_price(self, symbol: str, ltp: float, at: datetime | None = None) -> None:

@@ -24,17 +24,19 @@ class InlineGateway:
 
     def __init__(self, broker: Broker, clock: Clock) -> None:
         self._gateway = OrderGateway(broker, lambda _r: None, clock=clock, name="inline-gateway")
+        self.urgent: deque[GatewayRequest] = deque()  # ahead of `calls`, FIFO among themselves
         self.calls: deque[GatewayRequest] = deque()
         self.sent: list[GatewayRequest] = []  # every call ever executed, for tests
 
     def send(self, request: GatewayRequest, urgent: bool = False) -> None:
-        if urgent:
-            self.calls.appendleft(request)
-        else:
-            self.calls.append(request)
+        (self.urgent if urgent else self.calls).append(request)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.urgent or self.calls)
 
     def run_next(self) -> Done | Failed:
-        request = self.calls.popleft()
+        request = (self.urgent or self.calls).popleft()
         self.sent.append(request)
         return self._gateway.execute(request)
 
@@ -50,7 +52,7 @@ class InlineDriver:
 
     def settle(self) -> None:
         """Handle queued events and run queued calls until nothing is left."""
-        while self.events or self.gateway.calls:
+        while self.events or self.gateway.pending:
             if self.events:
                 event = self.events.popleft()
                 if isinstance(event, OrderUpdate):

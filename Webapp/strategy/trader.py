@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ OnFailed = Callable[[BrokerError, bool], None]  # (error, ambiguous)
 # Raised stops are written at most this often (the GTT at the broker is the protection;
 # after a crash the stop restarts from max(saved stop, GTT trigger)).
 STOP_FLUSH_EVERY = timedelta(seconds=1)
+OUR_TAG = re.compile(r"^[EX][0-9a-f]{16}$")  # new_tag("E") buys, new_tag("X") sells
 
 
 @dataclass
@@ -503,6 +505,8 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         """Any news of an order (a placement's reply, an update, a lookup): act on its state."""
         slot = self._by_tag.get(order.tag or "") or self._by_order_id.get(order.order_id)
         if slot is None:
+            if order.tag and OUR_TAG.match(order.tag):
+                return  # one of ours already settled (a reply arriving after its fill)
             self._recent_orders[order.order_id] = order
             if len(self._recent_orders) > 500:
                 self._recent_orders.pop(next(iter(self._recent_orders)))

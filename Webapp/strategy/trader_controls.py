@@ -66,7 +66,8 @@ class Controls:
             self.finish(cmd, True, "entries resumed")
         elif kind is CommandKind.EMERGENCY:
             legs = self.emergency_stop(cmd.actor)
-            self.finish(cmd, True, f"emergency stop: closing {legs} legs at market")
+            noun = "leg" if legs == 1 else "legs"
+            self.finish(cmd, True, f"emergency stop: closing {legs} {noun} at market")
         elif kind is CommandKind.RELOAD:
             self._reload(cmd)
 
@@ -115,6 +116,9 @@ class Controls:
             number = version.version
         self.params = params
         self.params_version = number
+        use_params = getattr(self.broker, "use_params", None)
+        if use_params is not None:  # the paper broker's fill model follows the reload
+            use_params(params)
         self.finish(cmd, True, f"parameters v{number} applied")
 
     # --- the emergency stop -------------------------------------------------------------------

@@ -482,9 +482,12 @@ class ExitFlow:
         slot.to_market_sent = True
 
         def done(_value: object, at: datetime) -> None:
-            if tag is not None and slot.exit_tag == tag:
-                self.write(trading_store.record_order_modified, tag, "MARKET", None, now=at)
-                slot.exit_order_type = OrderType.MARKET.value
+            if tag is None or slot.exit_tag != tag:
+                return
+            if ls.leg(slot.position).state is not LegState.PENDING_EXIT:
+                return  # the order filled (its update came first) before this reply
+            self.write(trading_store.record_order_modified, tag, "MARKET", None, now=at)
+            slot.exit_order_type = OrderType.MARKET.value
 
         def failed(error: BrokerError, _ambiguous: bool) -> None:
             if (
