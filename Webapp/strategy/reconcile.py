@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from Webapp.broker.base import BrokerError, Gtt, Holding, Order, OrderState, Position, Side
+from Webapp.broker.base import (
+    BrokerError,
+    Gtt,
+    GttState,
+    Holding,
+    Order,
+    OrderState,
+    Position,
+    Side,
+)
 from Webapp.market.calendar import IST
 from Webapp.storage import trading_gtts, trading_store
 from Webapp.storage.db import transaction
@@ -32,6 +41,7 @@ from Webapp.storage.trading_models import Ladder as LadderRow
 from Webapp.storage.trading_models import Trade, TradeGtt, TradeOrder
 from Webapp.storage.trading_reads import open_ladders, todays_realised_pnl
 from Webapp.strategy import gateway as gw
+from Webapp.strategy.actions import ModifyGtt
 from Webapp.strategy.ladder import sl_pct_for
 from Webapp.strategy.slots import HELD, GttWork, LadderSlot, ladder_slot_from_row
 from Webapp.strategy.trading_view import TradingState
@@ -41,6 +51,24 @@ if TYPE_CHECKING:
 
 ENTRY_TAG = re.compile(r"^E[0-9a-f]{16}$")  # new_tag("E"): our buys
 READS = ("orders", "gtts", "positions", "holdings")
+# A GTT placed just before a crash may have fired before the restart.
+FOUND_ON_START = frozenset({GttState.ACTIVE, GttState.TRIGGERED})
+
+
+def _modify_in_flight(symbol: str, position: int, row: TradeGtt) -> ModifyGtt:
+    """The modify a MODIFYING row was written for (its pending prices), so that the
+    broker's triggers settle it on start: landed (gtt_modified) or not (modify_failed)."""
+    triggers = tuple(row.pending_triggers or row.triggers)
+    limits = tuple(row.pending_limit_prices or row.limit_prices)
+    return ModifyGtt(
+        symbol=symbol,
+        leg=position,
+        qty=row.qty,
+        stop=triggers[0],
+        target=triggers[1] if len(triggers) > 1 else None,
+        limit_prices=limits,
+        last_price=0.0,
+    )
 
 
 class Reconciler:
@@ -74,6 +102,7 @@ class Reconciler:
                         slot.gtt_work = GttWork.PLACING
                     elif gtt is not None and gtt.state == GttIntentState.MODIFYING.value:
                         slot.gtt_work = GttWork.MODIFYING
+                        slot.pending_modify = _modify_in_flight(slot.symbol, slot.position, gtt)
                     elif gtt is not None and gtt.state == GttIntentState.DELETING.value:
                         slot.gtt_work = GttWork.DELETING
         self.last_closed = {symbol: at for symbol, at in closed if at is not None}
@@ -210,9 +239,13 @@ class Reconciler:
         with self.sessions() as session:
             row = session.get(TradeGtt, slot.gtt_row_id)
             triggers = tuple(row.triggers) if row is not None else ()
-        match = self.matching_gtt(gtts, ls.symbol, ls.leg(position).qty, triggers)
+        match = self.matching_gtt(
+            gtts, ls.symbol, ls.leg(position).qty, triggers, states=FOUND_ON_START
+        )
         if match is not None:
             self.gtt_confirmed(ls, position, triggers, match.gtt_id, now)
+            if match.state is GttState.TRIGGERED:  # it fired while the app was down
+                self._gtt_fired(ls, position, match, now)
         else:
             self.write(
                 trading_gtts.gtt_place_failed,

@@ -116,7 +116,8 @@ def leg_from_row(trade: Trade) -> Leg:
         entry_price=entry,
         entry_time=trade.entry_time or trade.created_at,
         high=trade.high or entry,
-        stop=trade.stop_loss or 0.0,
+        # Stops are saved at most once a second; the GTT's trigger is a floor for it.
+        stop=max(trade.stop_loss or 0.0, triggers[0] if triggers else 0.0),
         target=trade.target,
         sl_pct=trade.sl_pct,
         state=LegState(trade.status),

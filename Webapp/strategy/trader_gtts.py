@@ -147,13 +147,18 @@ class GttFlow:
             self._gtt_not_placed(ls, position, "not found at the broker after a lost reply")
 
     def matching_gtt(
-        self: Trader, gtts: list[Gtt], symbol: str, qty: int, triggers: tuple[float, ...]
+        self: Trader,
+        gtts: list[Gtt],
+        symbol: str,
+        qty: int,
+        triggers: tuple[float, ...],
+        states: frozenset[GttState] = frozenset({GttState.ACTIVE}),
     ) -> Gtt | None:
-        """An active broker GTT with these terms that no leg of ours claims yet."""
+        """A broker GTT in `states` (active) with these terms that no leg claims yet."""
         claimed = set(self._by_gtt_id)
         for g in gtts:
             if (
-                g.state is GttState.ACTIVE
+                g.state in states
                 and g.symbol == symbol
                 and g.quantity == qty
                 and g.gtt_id not in claimed
