@@ -156,7 +156,9 @@ class Runtime:
             # A replay trades in its own market time: the entry window, cooldowns and
             # timeouts follow the replayed session, not the machine's clock.
             start = datetime.combine(settings.replay_from or date.today(), time(3, 45), UTC)
-            clock = FeedClock(lambda: feed.market_time, start)
+            # The last tick's time, not the estimate between ticks: scans judge freshness
+            # at tick times, as a backtest does, whatever REPLAY_SPEED is.
+            clock = FeedClock(lambda: feed.last_tick_at, start)
         exchange = None
         if broker is None:
             # Orders placed between ticks price off the store's latest quote; the engine

@@ -67,7 +67,7 @@ class Controls:
         elif kind is CommandKind.EMERGENCY:
             legs = self.emergency_stop(cmd.actor)
             noun = "leg" if legs == 1 else "legs"
-            self.finish(cmd, True, f"emergency stop: closing {legs} {noun} at market")
+            self.finish(cmd, True, f"closing {legs} {noun} at market")
         elif kind is CommandKind.RELOAD:
             self._reload(cmd)
 

@@ -416,7 +416,9 @@ class ExitFlow:
             qty,
             price,
             "filled",
-            "gtt" if tag is None else "exit",
+            "gtt"
+            if tag is None
+            else ("emergency" if leg.exit_reason is ExitReason.EMERGENCY else "exit"),
         )
         self.forget_leg(slot)
         if ls.finished:

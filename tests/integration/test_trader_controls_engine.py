@@ -70,7 +70,7 @@ def test_emergency_stop_with_the_feed_down_cancels_every_gtt_and_sells_every_leg
     before = len(rig.gateway.sent)
     rig.clock.advance(timedelta(minutes=5))  # the feed went quiet: no price since
     cmd = rig.command(CommandKind.EMERGENCY, "alice")
-    assert result(cmd) == (True, "emergency stop: closing 3 legs at market")
+    assert result(cmd) == (True, "closing 3 legs at market")
     sent = rig.gateway.sent[before:]
     assert sorted(r.gtt_id for r in sent if isinstance(r, gw.DeleteGtt)) == sorted(gtt_ids)
     assert sorted((r.order.order_type, r.order.quantity) for r in sells(rig)) == [
@@ -118,7 +118,7 @@ def test_emergency_stop_works_on_a_stopped_engine(rig):
     opened(rig)
     assert result(rig.command(CommandKind.STOP, "alice"))[0]
     cmd = rig.command(CommandKind.EMERGENCY, "alice")
-    assert result(cmd) == (True, "emergency stop: closing 1 leg at market")
+    assert result(cmd) == (True, "closing 1 leg at market")
     assert [type(r).__name__ for r in rig.gateway.sent[-2:]] == ["DeleteGtt", "PlaceOrder"]
     assert legs(rig) == [(1, LegState.CLOSED, ExitReason.EMERGENCY)]
     assert rig.trader.state is TradingState.STOPPED
@@ -133,7 +133,7 @@ def test_emergency_stop_after_a_restart_before_start_sells_the_legs_in_the_db(tm
     # A new process on the same app DB and paper account, not started, no price yet.
     rig = make_rig(tmp_path / "app.db", start=START + timedelta(minutes=10))
     cmd = rig.command(CommandKind.EMERGENCY, "alice")
-    assert result(cmd) == (True, "emergency stop: closing 2 legs at market")
+    assert result(cmd) == (True, "closing 2 legs at market")
     assert {rig.broker.get_gtt(i).state for i in gtt_ids} == {GttState.DELETED}
     # Paper cannot fill a MARKET order without any price: the engine sells again every 5 s.
     assert {status for _, status, _ in legs(rig)} == {LegState.PENDING_EXIT}

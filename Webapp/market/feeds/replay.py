@@ -290,6 +290,13 @@ class ReplayFeed(Feed):
         elapsed = max(0.0, self._clock() - last_wall) * self.speed
         return min(last_at + timedelta(seconds=elapsed), max(next_at, last_at))
 
+    @property
+    def last_tick_at(self) -> datetime | None:
+        """Market time of the last tick delivered (None before the first): a replay's
+        engine clock, which moves only with ticks, as a backtest's does."""
+        with self._clock_lock:
+            return self._last_at
+
     def now(self) -> datetime | None:
         """`market_time`, callable like a clock."""
         return self.market_time
