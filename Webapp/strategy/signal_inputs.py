@@ -20,7 +20,11 @@ from Webapp.market.candle import Candle, CandleColumns, Timeframe
 from Webapp.market.candle_recorder import CANDLES_TOPIC
 from Webapp.market.ltp_store import Quote
 from Webapp.market.ohlcv import OHLCVStore
-from Webapp.strategy.signals import SymbolSnapshot, last_closed_candle_end
+from Webapp.strategy.signals import (
+    SymbolSnapshot,
+    last_closed_candle_end,
+    previous_trading_day,
+)
 
 # The recorder stores a candle a few seconds after it closes: a read made in that gap
 # misses it, so a missed candle is looked for again, at most every _RECHECK, until
@@ -201,15 +205,6 @@ def last_closed_end(now: datetime, timeframe: Timeframe, calendar: MarketCalenda
         if now >= open_:
             return last_closed_candle_end(now, timeframe, calendar)
     return calendar.session_bounds(previous_trading_day(today, calendar))[1]
-
-
-def previous_trading_day(day: date, calendar: MarketCalendar) -> date:
-    """The last trading day strictly before `day`."""
-    for _ in range(366):
-        day -= timedelta(days=1)
-        if calendar.is_trading_day(day):
-            return day
-    raise ValueError(f"no trading day within a year before {day.isoformat()}")
 
 
 def snapshots(

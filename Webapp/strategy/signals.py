@@ -64,10 +64,11 @@ def last_closed_candle_end(
         start = calendar.bar_start(now, timeframe)
         if start > open_:
             return start
-    return calendar.session_bounds(_previous_trading_day(today, calendar))[1]
+    return calendar.session_bounds(previous_trading_day(today, calendar))[1]
 
 
-def _previous_trading_day(d: date, calendar: MarketCalendar) -> date:
+def previous_trading_day(d: date, calendar: MarketCalendar) -> date:
+    """The last trading day strictly before `d`."""
     for _ in range(366):
         d -= timedelta(days=1)
         if calendar.is_trading_day(d):
