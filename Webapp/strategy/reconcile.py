@@ -42,7 +42,6 @@ from Webapp.storage.trading_models import Trade, TradeGtt, TradeOrder
 from Webapp.storage.trading_reads import open_ladders, todays_realised_pnl
 from Webapp.strategy import gateway as gw
 from Webapp.strategy.actions import ModifyGtt
-from Webapp.strategy.ladder import sl_pct_for
 from Webapp.strategy.slots import HELD, GttWork, LadderSlot, ladder_slot_from_row
 from Webapp.strategy.trading_view import TradingState
 
@@ -308,22 +307,9 @@ class Reconciler:
                     "has no leg and no free place in its ladder"
                 )
                 continue
-            target_pct = self.params.p1.target_pct if position == 1 else None
             with transaction(self.sessions) as session:
-                if ls is None:
-                    row = trading_store.open_ladder(session, self.account, order.symbol, now=now)
-                    ladder_id = row.id
-                else:
-                    ladder_id = ls.ladder_id
-                trade, _ = trading_store.add_leg_intent(
-                    session,
-                    ladder_id,
-                    position,
-                    order.quantity,
-                    sl_pct_for(position, self.params),
-                    target_pct,
-                    order.tag,
-                    now=now,
+                trade = self.leg_intent(
+                    session, ls, order.symbol, position, order.quantity, order.tag, now
                 )
                 trading_store.mark_order_sent(session, order.tag, order.order_id, now=now)
                 trading_store.record_entry_fill(

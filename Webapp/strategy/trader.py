@@ -44,6 +44,7 @@ from Webapp.market.ltp_store import LTPStore
 from Webapp.storage import trading_store
 from Webapp.storage.db import transaction
 from Webapp.storage.states import ExitReason, IllegalTransition, LegState, OrderIntentState
+from Webapp.storage.trading_models import Trade
 from Webapp.strategy import gateway as gw
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, RaiseStop, Skip
 from Webapp.strategy.clock import Clock
@@ -386,18 +387,10 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         tag = new_tag("E")
         now = self.now()
         sl_pct = sl_pct_for(buy.leg, self.params)
-        target_pct = self.params.p1.target_pct if buy.leg == 1 else None
         try:
             with transaction(self.sessions) as session:
-                if ls is None:
-                    row = trading_store.open_ladder(session, self.account, buy.symbol, now=now)
-                    ladder_id = row.id
-                else:
-                    ladder_id = ls.ladder_id
-                trade, _ = trading_store.add_leg_intent(
-                    session, ladder_id, buy.leg, buy.qty, sl_pct, target_pct, tag, now=now
-                )
-                trade_id = trade.trade_id
+                trade = self.leg_intent(session, ls, buy.symbol, buy.leg, buy.qty, tag, now)
+                trade_id, ladder_id = trade.trade_id, trade.ladder_id
         except IllegalTransition as exc:
             self.error(f"{buy.symbol} P{buy.leg} not bought: {exc}")
             return
@@ -427,6 +420,28 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
             lambda order, at: self.order_seen(order, at),
             lambda err, ambiguous: self._entry_failed(slot, err, ambiguous),
         )
+
+    def leg_intent(
+        self,
+        session: Session,
+        ls: LadderSlot | None,
+        symbol: str,
+        position: int,
+        qty: int,
+        tag: str,
+        now: datetime,
+    ) -> Trade:
+        """Write a leg and its buy (PENDING, `tag`); a first leg opens its ladder with it."""
+        if ls is None:
+            ladder_id = trading_store.open_ladder(session, self.account, symbol, now=now).id
+        else:
+            ladder_id = ls.ladder_id
+        target_pct = self.params.p1.target_pct if position == 1 else None
+        sl_pct = sl_pct_for(position, self.params)
+        trade, _ = trading_store.add_leg_intent(
+            session, ladder_id, position, qty, sl_pct, target_pct, tag, now=now
+        )
+        return trade
 
     def _entry_failed(self, slot: LegSlot, error: BrokerError, ambiguous: bool) -> None:
         if ambiguous:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.trading_rig import make_rig
+from Webapp.broker.base import OrderRequest, OrderType, Side
 from Webapp.storage.states import ExitReason, GttIntentState, LegState
 from Webapp.strategy import gateway as gw
 
@@ -57,3 +58,19 @@ def test_a_full_ladder_then_the_gtt_stops_it_out_and_it_cools_down(rig):
     assert [g.exit_price for g in legs] == [899.55] * 3  # market, 5 bps under 900, tick down
     assert len(rig.sent(gw.PlaceOrder)) == 3  # never sold by us: the GTTs' orders did
     assert not rig.trader.ladders and "INFY" in rig.trader.last_closed
+
+
+def test_a_filled_buy_of_ours_with_no_leg_row_is_adopted_on_start_and_protected(tmp_path):
+    rig = make_rig(tmp_path / "app.db")
+    rig.store.update("INFY", 1000.0)
+    rig.broker.on_price("INFY", 1000.0)
+    # Our tag, filled at the broker, but the app DB lost the leg (say, a restored backup).
+    rig.broker.place_order(OrderRequest("INFY", Side.BUY, 3, OrderType.MARKET, "E0123456789abcdef"))
+    rig.start()
+    (leg,) = rig.rows("INFY")
+    assert (leg.position_number, leg.qty, leg.entry_price) == (1, 3, 1000.5)
+    assert any("had no leg" in e.message for e in rig.trader.errors)
+    rig.tick("INFY", 1001.0)  # the first price places its GTT
+    (leg,) = rig.rows("INFY")
+    assert leg.status == LegState.OPEN
+    assert [g.state for g in rig.gtts("INFY")] == [GttIntentState.ACTIVE.value]
