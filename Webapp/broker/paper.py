@@ -93,9 +93,10 @@ class PaperBroker(Broker):
         self._clock = clock
         self._ltp = ltp
         self._last_prices: dict[str, float] = {}
-        # Symbols with no open order and no active GTT: a price there changes nothing, so
-        # on_price skips the database. Any order or GTT call empties it (rebuilt lazily).
-        self._quiet: set[str] = set()
+        # Symbols with no open order: the trigger inputs of their active GTTs (often none).
+        # A price that fires none of them changes nothing, so on_price skips the database.
+        # An order or GTT call forgets its symbol's entry (rebuilt lazily).
+        self._watch: dict[str, list[tuple[GttType, tuple[float, ...], float]]] = {}
         # One lock for every change: a price and an order never interleave, so a GTT
         # and a resting order are decided on the same state. The compare-and-set on the
         # GTT's state (store.move_gtt) makes a trigger once even across brokers.
@@ -121,7 +122,8 @@ class PaperBroker(Broker):
         with self._lock:
             at = at or self._clock()
             self._last_prices[symbol] = ltp
-            if symbol in self._quiet:
+            watch = self._watch.get(symbol)
+            if watch is not None and all(book.fired_leg(*w, ltp) is None for w in watch):
                 return
             with transaction(self._sessions) as session:
                 acct = store.account(session, self._account_id)
@@ -140,10 +142,10 @@ class PaperBroker(Broker):
                 self._trigger(pk, leg, ltp, at)
             with self._sessions() as session:
                 acct_id = self._account_id
-                if not store.open_orders(session, acct_id, symbol) and not store.active_gtts(
-                    session, acct_id, symbol
-                ):
-                    self._quiet.add(symbol)
+                if not store.open_orders(session, acct_id, symbol):
+                    self._watch[symbol] = [
+                        _trigger_inputs(row) for row in store.active_gtts(session, acct_id, symbol)
+                    ]
 
     def check_timeouts(self, now: datetime | None = None) -> None:
         """Turn every exit LIMIT order open `exit_timeout_s` or longer into a MARKET order.
@@ -161,7 +163,7 @@ class PaperBroker(Broker):
         kite_gtt_rules.check_order(request)
         where = f"place_order {request.symbol}"
         with self._lock:
-            self._quiet.clear()
+            self._watch.pop(request.symbol, None)
             now = self._clock()
             ltp = self._price(request.symbol)
             if request.order_type is OrderType.MARKET and ltp is None:
@@ -215,11 +217,11 @@ class PaperBroker(Broker):
         kite_gtt_rules.check_modify(order_id, quantity=quantity, price=price, order_type=order_type)
         where = f"modify_order {order_id}"
         with self._lock:
-            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 acct = store.account(session, self._account_id)
                 row = self._open_order(session, order_id, where)
+                self._watch.pop(row.symbol, None)
                 new_type = order_type or OrderType(row.order_type)
                 new_quantity = quantity or row.quantity
                 new_price = None if new_type is OrderType.MARKET else (price or row.price)
@@ -255,10 +257,10 @@ class PaperBroker(Broker):
 
     def cancel_order(self, order_id: str) -> None:
         with self._lock:
-            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._open_order(session, order_id, f"cancel_order {order_id}")
+                self._watch.pop(row.symbol, None)
                 row.state = OrderState.CANCELLED.value
                 row.status_message = "cancelled by the user"
                 update = store.record(session, row, now)
@@ -326,7 +328,7 @@ class PaperBroker(Broker):
 
     def place_gtt(self, request: GttRequest) -> int:
         with self._lock:
-            self._quiet.clear()
+            self._watch.pop(request.symbol, None)
             now = self._clock()
             with transaction(self._sessions) as session:
                 acct = store.account(session, acct_id := self._account_id)
@@ -361,10 +363,10 @@ class PaperBroker(Broker):
     def modify_gtt(self, gtt_id: int, request: GttRequest) -> None:
         where = f"modify_gtt {gtt_id}"
         with self._lock:
-            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._gtt(session, gtt_id, where)
+                self._watch.pop(row.symbol, None)
                 if row.state != GttState.ACTIVE.value:
                     raise InputRejected(
                         f"{where}: the GTT is {row.state}; only an active one changes"
@@ -389,10 +391,10 @@ class PaperBroker(Broker):
     def delete_gtt(self, gtt_id: int) -> GttState:
         """ACTIVE → DELETED and returns ACTIVE; any other state is left and returned as it is."""
         with self._lock:
-            self._quiet.clear()
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._gtt(session, gtt_id, f"delete_gtt {gtt_id}")
+                self._watch.pop(row.symbol, None)
                 if row.state == GttState.ACTIVE.value and store.move_gtt(
                     session, row.id, from_state=GttState.ACTIVE, to_state=GttState.DELETED, at=now
                 ):

@@ -1,0 +1,97 @@
+"""A backtest's market history: CSV candles into an OHLCV store, rolled up to the signal timeframe.
+
+The scan reads the last closed signal-timeframe candle and its EMAs from the OHLCV
+store (strategy/signal_inputs.py). When the data is finer than that timeframe
+(5m files, 15m signals), each session's bars are rolled up here and stored with
+EMAs the way an import stores them (bar_store.store_bars), so a candle's EMAs use
+only the closes before and at it: no look-ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from Webapp.market.bar_store import store_bars
+from Webapp.market.bars import Bars
+from Webapp.market.calendar import MarketCalendar
+from Webapp.market.candle import Candle, Timeframe
+from Webapp.market.csv_import import import_csv
+from Webapp.market.ohlcv import OHLCVStore
+
+
+def import_files(ohlcv: OHLCVStore, paths: Iterable[str | Path]) -> dict[str, list[Candle]]:
+    """Import each CSV (any layout the importer reads as is) and read its candles back.
+
+    Returns {symbol: candles oldest first}, as stored (prices on the tick). Raises
+    CsvImportError for a file the importer refuses.
+    """
+    out: dict[str, list[Candle]] = {}
+    for path in paths:
+        report = import_csv(ohlcv, path)
+        assert report.symbol is not None and report.timeframe is not None
+        out[report.symbol] = ohlcv.candles(report.symbol, report.timeframe)
+    return out
+
+
+def roll_up(
+    candles: Sequence[Candle], timeframe: Timeframe, calendar: MarketCalendar
+) -> list[Candle]:
+    """`candles` (one symbol, one finer intraday timeframe, oldest first) as `timeframe` bars.
+
+    Each bar of a session takes the open of its first candle, the highest high, the
+    lowest low, the close of its last candle and the summed volume. A bar is made
+    from whatever candles fall in it (a gap in the data gives a bar from fewer).
+    No EMAs: store_signal_history computes them.
+    """
+    if timeframe is Timeframe.D1:
+        raise ValueError("roll_up makes intraday bars; daily candles have their own source")
+    groups: dict[datetime, list[Candle]] = {}
+    for candle in candles:
+        if candle.timeframe.length >= timeframe.length:
+            raise ValueError(
+                f"{candle.symbol}: a {candle.timeframe} candle cannot be rolled up to {timeframe}"
+            )
+        groups.setdefault(calendar.bar_start(candle.ts, timeframe), []).append(candle)
+    return [
+        Candle(
+            group[0].symbol,
+            timeframe,
+            start,
+            group[0].open,
+            max(c.high for c in group),
+            min(c.low for c in group),
+            group[-1].close,
+            sum(c.volume for c in group),
+        )
+        for start, group in sorted(groups.items())
+    ]
+
+
+def store_signal_history(
+    ohlcv: OHLCVStore,
+    candles_by_symbol: dict[str, list[Candle]],
+    timeframe: Timeframe,
+    calendar: MarketCalendar,
+) -> int:
+    """Roll every symbol's candles up to `timeframe` and store them with EMAs; returns rows
+    written. Candles already of `timeframe` are stored as they are."""
+    written = 0
+    for symbol, candles in candles_by_symbol.items():
+        if not candles:
+            continue
+        bars = (
+            candles if candles[0].timeframe is timeframe else roll_up(candles, timeframe, calendar)
+        )
+        columns = Bars(
+            ts=[c.ts for c in bars],
+            open=[c.open for c in bars],
+            high=[c.high for c in bars],
+            low=[c.low for c in bars],
+            close=[c.close for c in bars],
+            volume=[c.volume for c in bars],
+            lines=list(range(1, len(bars) + 1)),
+        )
+        written += store_bars(ohlcv, symbol, timeframe, columns)[0]
+    return written

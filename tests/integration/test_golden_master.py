@@ -1,0 +1,151 @@
+"""Golden master: 22 sessions of real 5-minute NSE candles replayed through paper mode.
+
+The whole engine (trader, paper broker, app DB) trades ../shared/data/nse-5min-2026
+(47 symbols × 22 sessions) with the shipped params, and the list of legs it leaves
+must hash to PINNED_HASH. Any change to a trading rule, the fill model, the charges or
+the price path changes the hash: when the change is intended, check the new trade list
+and pin its hash (the failure message gives it, with the counts that moved).
+
+The data is third-party and never committed (../shared/data/README.md): without it
+the test skips.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import REPO_ROOT, SHARED_DATA
+from Webapp.backtest.history import import_files, store_signal_history
+from Webapp.backtest.paper_replay import (
+    ReplayLeg,
+    fingerprint,
+    replay_candles,
+    scratch_app_db,
+)
+from Webapp.config.params import load_params
+from Webapp.market.calendar import MarketCalendar
+from Webapp.market.candle import Timeframe
+from Webapp.market.ohlcv import OHLCVStore
+from Webapp.storage.paper_models import PaperAccount, PaperOrder
+from Webapp.storage.states import LegState
+from Webapp.storage.trading_models import Ladder, Trade, TradeGtt, TradeOrder
+
+FIVE_MIN = SHARED_DATA / "nse-5min-2026"
+RUN_ID = "golden-master"
+
+# The replay of nse-5min-2026 with support_files/param.yaml as of this pin:
+# 117 legs (49 P1, 41 P2, 27 P3) in 49 ladders; 80 legs closed for -2,830.89 net, 37 open.
+PINNED_HASH = "54d72d136be0644a603aff1ac163c9b61b3089781850d8adb205eef0d7b090f0"
+PINNED_SUMMARY = (
+    "117 legs: 80 closed (47 stop_gtt, 25 stop_engine, 8 target, net -2830.89), 37 open"
+)
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory):
+    """(legs, session factory) of one full replay, shared by this module's tests."""
+    if not FIVE_MIN.is_dir():
+        pytest.skip(
+            f"real 5-minute NSE data not found at {FIVE_MIN} (see ../shared/data/README.md): "
+            "the golden master replays it"
+        )
+    folder = tmp_path_factory.mktemp("golden-master")
+    params = load_params(REPO_ROOT / "support_files" / "param.yaml")
+    calendar = MarketCalendar.nse()
+    ohlcv = OHLCVStore(f"sqlite:///{folder / 'ohlcv.db'}")
+    try:
+        ohlcv.migrate()
+        five_min = import_files(ohlcv, sorted(FIVE_MIN.glob("*.csv")))
+        store_signal_history(ohlcv, five_min, Timeframe(params.signal_timeframe), calendar)
+        sessions = scratch_app_db(folder / "app.db")
+        candles = [candle for series in five_min.values() for candle in series]
+        legs = replay_candles(candles, sessions, params, ohlcv, run_id=RUN_ID, calendar=calendar)
+    finally:
+        ohlcv.dispose()
+    yield legs, sessions
+    sessions.kw["bind"].dispose()
+
+
+def summary(legs: list[ReplayLeg]) -> str:
+    closed = [g for g in legs if g.status == LegState.CLOSED]
+    reasons = Counter(g.exit_reason for g in closed)
+    by_reason = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=_most))
+    net = sum(g.pnl_net for g in closed)
+    return (
+        f"{len(legs)} legs: {len(closed)} closed ({by_reason}, net {net:.2f}), "
+        f"{sum(g.status == LegState.OPEN for g in legs)} open"
+    )
+
+
+def _most(item: tuple[str, int]) -> tuple[int, str]:
+    return (-item[1], item[0])
+
+
+def test_replay_of_nse_5min_2026_trades_exactly_the_pinned_legs(replay):
+    legs, _ = replay
+    got = fingerprint(legs)
+    assert got == PINNED_HASH, (
+        f"the golden master's trades changed: now {summary(legs)}, "
+        f"pinned {PINNED_SUMMARY}; new hash {got}. If the change is intended, pin it."
+    )
+
+
+def test_replay_trades_and_every_leg_is_closed_or_open_consistently(replay):
+    legs, _ = replay
+    assert legs, "the replay traded nothing"
+    assert {g.status for g in legs} <= {LegState.OPEN, LegState.CLOSED}, Counter(
+        g.status for g in legs
+    )
+    for g in legs:
+        assert g.entry_time is not None and g.entry_price is not None and g.qty > 0, g
+        exit_fields = (g.exit_time, g.exit_price, g.exit_reason, g.pnl, g.pnl_net)
+        if g.status == LegState.CLOSED:
+            assert None not in exit_fields, g
+            assert g.exit_time >= g.entry_time, g
+            assert g.pnl == pytest.approx((g.exit_price - g.entry_price) * g.qty), g
+            assert g.pnl_net < g.pnl, g  # charges are never zero
+        else:
+            assert exit_fields == (None,) * 5, g
+
+
+def test_replay_never_sells_a_leg_twice(replay):
+    legs, sessions = replay
+    account = f"backtest:{RUN_ID}"
+    with sessions() as s:
+        trades = {
+            t.trade_id: t
+            for t in s.scalars(
+                select(Trade)
+                .join(Ladder, Trade.ladder_id == Ladder.id)
+                .where(Ladder.account == account)
+            )
+        }
+        by_tag = {o.tag: o.trade_id for o in s.scalars(select(TradeOrder))}
+        by_gtt = {
+            g.broker_gtt_id: g.trade_id
+            for g in s.scalars(select(TradeGtt))
+            if g.broker_gtt_id is not None
+        }
+        sells = s.scalars(
+            select(PaperOrder)
+            .join(PaperAccount, PaperOrder.account_id == PaperAccount.id)
+            .where(
+                PaperAccount.name == account,
+                PaperOrder.side == "SELL",
+                PaperOrder.filled_quantity > 0,
+            )
+        ).all()
+        # Each filled sell belongs to a leg: ours by its tag, a fired GTT's by the GTT.
+        sold = Counter(by_tag.get(o.tag) if o.tag else by_gtt.get(o.gtt_id) for o in sells)
+        sold_qty = Counter()
+        for o in sells:
+            sold_qty[by_tag.get(o.tag) if o.tag else by_gtt.get(o.gtt_id)] += o.filled_quantity
+    assert None not in sold, "a filled sell that belongs to no leg"
+    for trade_id, trade in trades.items():
+        expected = 1 if trade.status == LegState.CLOSED else 0
+        assert sold[trade_id] == expected, (trade.symbol, trade.position_number, sold[trade_id])
+        assert sold_qty[trade_id] == expected * trade.qty, (trade.symbol, trade.position_number)
+    assert len(trades) == len(legs)
