@@ -211,9 +211,7 @@ def gtt_vanished(
     engine places a new GTT.
     """
     gtt = get_gtt(session, gtt_row_id)
-    require(
-        gtt.state, {GttIntentState.ACTIVE, GttIntentState.MODIFYING}, f"GTT {gtt_row_id}: gone"
-    )
+    require(gtt.state, {GttIntentState.ACTIVE, GttIntentState.MODIFYING}, f"GTT {gtt_row_id}: gone")
     gtt.state = gtt_to(gtt, GttIntentState.DELETED)
     gtt.pending_triggers = gtt.pending_limit_prices = None
     gtt.status_message = message
