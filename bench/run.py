@@ -19,7 +19,12 @@ REPO_ROOT = BENCH_DIR.parent
 
 
 def benchmarks() -> list[Path]:
-    return sorted(p for p in BENCH_DIR.glob("*.py") if p.name not in {"run.py", "__init__.py"})
+    """Every script in bench/ but this one; files starting with "_" are shared helpers."""
+    return sorted(
+        p
+        for p in BENCH_DIR.glob("*.py")
+        if p.name not in {"run.py", "__init__.py"} and not p.name.startswith("_")
+    )
 
 
 def machine() -> str:
