@@ -163,7 +163,7 @@ class Runtime:
         if broker is None:
             # Orders placed between ticks price off the store's latest quote; the engine
             # drives its on_price (fills, exit timeouts, GTT triggers) before the rules.
-            paper = paper_broker(settings, params, sessions, _latest_price(store), clock.now)
+            paper = paper_broker(settings, params, sessions, store.ltp, clock.now)
             broker, exchange = paper, paper.on_price
         engine = Engine(store, bus)
         gateway = OrderGateway(broker, engine.submit, clock=clock)
@@ -302,13 +302,3 @@ def _params_loader(settings: Settings) -> Callable[[str | None], tuple[Params, s
         return parse_params_text(text, "reloaded parameters"), text
 
     return load
-
-
-def _latest_price(store: LTPStore) -> Callable[[str], float | None]:
-    """The store's last traded price of a symbol, None before its first tick."""
-
-    def latest(symbol: str) -> float | None:
-        quote = store.get(symbol)
-        return None if quote is None else quote.ltp
-
-    return latest

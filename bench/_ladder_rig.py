@@ -131,14 +131,6 @@ def make_trader(
     )
 
 
-def latest_price(store: LTPStore) -> Callable[[str], float | None]:
-    def latest(symbol: str) -> float | None:
-        quote = store.get(symbol)
-        return None if quote is None else quote.ltp
-
-    return latest
-
-
 @dataclass
 class LadderRig:
     """A running single-threaded trader whose account holds one full ladder per symbol."""
@@ -191,7 +183,7 @@ def open_ladders(
         params,
         clock=clock.now,
         starting_cash=STARTING_CASH,
-        ltp=latest_price(store),
+        ltp=store.ltp,
         account=ACCOUNT,
     )
     gateway = InlineGateway(broker, clock)

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ladder_rig import (  # noqa: E402
     ACCOUNT,
     STARTING_CASH,
-    latest_price,
     make_trader,
     open_ladders,
     price_walk,
@@ -178,7 +177,7 @@ def run(folder: Path, name: str, with_exchange: bool, args) -> Result:
         params,
         clock=clock.now,
         starting_cash=STARTING_CASH,
-        ltp=latest_price(store),
+        ltp=store.ltp,
         account=ACCOUNT,
     )
     engine = Engine(store, bus)

@@ -98,15 +98,7 @@ def store_history(ohlcv: OHLCVStore, candles: Sequence[Candle]) -> int:
     written = 0
     for (symbol, timeframe), group in series.items():
         group.sort(key=lambda c: c.ts)
-        bars = Bars(
-            ts=[c.ts for c in group],
-            open=[c.open for c in group],
-            high=[c.high for c in group],
-            low=[c.low for c in group],
-            close=[c.close for c in group],
-            volume=[c.volume for c in group],
-            lines=list(range(1, len(group) + 1)),
-        )
+        bars = Bars.of(group)
         written += store_bars(ohlcv, symbol, timeframe, bars)[0]
     return written
 

@@ -115,12 +115,8 @@ def make_rig(
     store = LTPStore()
     calendar = MarketCalendar.nse()
 
-    def latest(symbol: str) -> float | None:
-        quote = store.get(symbol)
-        return None if quote is None else quote.ltp
-
     broker = PaperBroker(
-        sessions, params, clock=clock.now, starting_cash=1_000_000, ltp=latest, account=account
+        sessions, params, clock=clock.now, starting_cash=1_000_000, ltp=store.ltp, account=account
     )
     gateway = InlineGateway(broker, clock)
     trader = Trader(

@@ -84,14 +84,6 @@ def store_signal_history(
         bars = (
             candles if candles[0].timeframe is timeframe else roll_up(candles, timeframe, calendar)
         )
-        columns = Bars(
-            ts=[c.ts for c in bars],
-            open=[c.open for c in bars],
-            high=[c.high for c in bars],
-            low=[c.low for c in bars],
-            close=[c.close for c in bars],
-            volume=[c.volume for c in bars],
-            lines=list(range(1, len(bars) + 1)),
-        )
+        columns = Bars.of(bars)
         written += store_bars(ohlcv, symbol, timeframe, columns)[0]
     return written

@@ -101,7 +101,7 @@ class PaperReplay:
             params,
             clock=self.clock.now,
             starting_cash=starting_cash,
-            ltp=self._latest,
+            ltp=self.store.ltp,
             account=self.account,
         )
         self.gateway = InlineGateway(self.broker, self.clock)
@@ -123,10 +123,6 @@ class PaperReplay:
         self.ticks = 0
         self.timers = 0
         self._last_timer: datetime | None = None
-
-    def _latest(self, symbol: str) -> float | None:
-        quote = self.store.get(symbol)
-        return None if quote is None else quote.ltp
 
     def start(self) -> None:
         """START, as the engine sends it: reconcile with the broker, then trade."""

@@ -22,7 +22,7 @@ from operator import floordiv, lt, mod
 from weakref import WeakKeyDictionary
 
 from Webapp.market.calendar import MarketCalendar
-from Webapp.market.candle import Timeframe
+from Webapp.market.candle import Candle, Timeframe
 
 IST_DELTA = timedelta(hours=5, minutes=30)
 _SESSION_OPEN_MIN = 9 * 60 + 15  # 09:15 IST, minutes after midnight
@@ -46,6 +46,19 @@ class Bars:
     close: list[float] = field(default_factory=list)
     volume: list[int] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, candles: Sequence[Candle]) -> Bars:
+        """Candles as columns, in the given order (`lines` numbers them from 1)."""
+        return cls(
+            ts=[c.ts for c in candles],
+            open=[c.open for c in candles],
+            high=[c.high for c in candles],
+            low=[c.low for c in candles],
+            close=[c.close for c in candles],
+            volume=[c.volume for c in candles],
+            lines=list(range(1, len(candles) + 1)),
+        )
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -100,6 +100,12 @@ class LTPStore:
         with self._lock:
             return self._quotes.get(symbol)
 
+    def ltp(self, symbol: str) -> float | None:
+        """The last traded price of `symbol`, None before its first tick (a PriceSource)."""
+        with self._lock:
+            quote = self._quotes.get(symbol)
+        return None if quote is None else quote.ltp
+
     def snapshot(self) -> dict[str, Quote]:
         """A copy of every symbol's latest Quote, taken at one instant."""
         with self._lock:
