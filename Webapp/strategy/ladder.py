@@ -7,6 +7,7 @@ back. That is what lets live, paper and backtest decide alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -21,6 +22,7 @@ from Webapp.strategy.limits import Book, leg_quantity, leg_refused
 _REL_EPS = 1e-9
 BOUGHT = frozenset({LegState.PROTECTING, LegState.OPEN})  # held, and the stop is ours to trail
 STOP_REASONS = frozenset({ExitReason.STOP_GTT, ExitReason.STOP_ENGINE})
+BookSource = Callable[[], Book]
 
 
 @dataclass
@@ -182,14 +184,17 @@ def stop_raised(leg: Leg, raise_stop: RaiseStop) -> Leg:
 # --- one price ------------------------------------------------------------------------
 
 
-def on_price(ladder: Ladder, ltp: float, now: datetime, params: Params, book: Book) -> list[Action]:
+def on_price(
+    ladder: Ladder, ltp: float, now: datetime, params: Params, book: Book | BookSource
+) -> list[Action]:
     """Decisions for one ladder at one price, STRATEGY.md "Order of work" steps 2-5.
 
     2. raise each bought leg's high and stop (RaiseStop; the stop never moves down);
     3. exit each bought leg whose LTP ≤ stop (Exit; the engine cancels the GTT first);
     4. add at most one leg: P2, else P3 (Buy, or Skip when a limit refuses it);
     5. modify the GTTs that are due (ModifyGtt).
-    `book` is the account as it stands before this price (this ladder's legs included).
+    `book` is the account as it stands before this price (this ladder's legs included), or
+    a function giving it: it is only needed when a leg may be added, which few prices do.
     """
     if ladder.state is LadderState.CLOSED or ltp <= 0:
         return []
@@ -221,7 +226,7 @@ def on_price(ladder: Ladder, ltp: float, now: datetime, params: Params, book: Bo
     return actions
 
 
-def _add(ladder: Ladder, ltp: float, params: Params, book: Book) -> list[Action]:
+def _add(ladder: Ladder, ltp: float, params: Params, book: Book | BookSource) -> list[Action]:
     """Step 4: P2 if P1 is bought and LTP reached its trigger, else P3 likewise; one at most."""
     p1, p2, p3 = ladder.leg(1), ladder.leg(2), ladder.leg(3)
     if p1 is None or not p1.bought:
@@ -237,7 +242,11 @@ def _add(ladder: Ladder, ltp: float, params: Params, book: Book) -> list[Action]
     return []
 
 
-def _buy_or_skip(symbol: str, leg: int, ltp: float, params: Params, book: Book) -> Buy | Skip:
+def _buy_or_skip(
+    symbol: str, leg: int, ltp: float, params: Params, book: Book | BookSource
+) -> Buy | Skip:
+    if callable(book):
+        book = book()
     qty = leg_quantity(ltp, params)
     refused = leg_refused(book, params, qty, ltp)
     if refused is not None:

@@ -258,7 +258,8 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         self._protect_waiting(ls, ltp)
         if self.state is TradingState.EMERGENCY:
             return
-        actions = on_price(ls.ladder, ltp, self.now(), self.params, self.book())
+        # The account book is summed only if a leg may be added (rare): not on every price.
+        actions = on_price(ls.ladder, ltp, self.now(), self.params, self.book)
         for action in actions:
             if isinstance(action, RaiseStop):
                 ls.set_leg(stop_raised(ls.leg(action.leg), action))
