@@ -101,6 +101,7 @@ class PaperBroker(Broker):
         # and a resting order are decided on the same state. The compare-and-set on the
         # GTT's state (store.move_gtt) makes a trigger once even across brokers.
         self._lock = threading.RLock()
+        self._bands: dict[str, tuple[float, float]] = {}
         with self._lock:
             now = clock()
             with transaction(sessions) as session:
@@ -110,6 +111,12 @@ class PaperBroker(Broker):
                 self._account_id = acct.id
             self._finish_interrupted_triggers(now)
 
+    def set_circuit_band(self, symbol: str, lower: float, upper: float) -> None:
+        """The day's circuit band of `symbol`: a GTT's LIMIT sell priced outside it is
+        refused as Kite refuses it (the GTT triggered, its order failed, none placed)."""
+        with self._lock:
+            self._bands[symbol] = (lower, upper)
+
     def use_params(self, params: Params) -> None:
         """A parameter reload: later fills, exit timeouts and charges follow `params`."""
         with self._lock:
@@ -117,14 +124,19 @@ class PaperBroker(Broker):
 
     # --- prices: the exchange side --------------------------------------------------
 
-    def on_price(self, symbol: str, ltp: float, at: datetime | None = None) -> None:
-        """A new price of `symbol`: fill what it reaches, time out exits, trigger GTTs."""
+    def on_price(self, symbol: str, ltp: float, at: datetime | None = None) -> list[Gtt]:
+        """A new price of `symbol`: fill what it reaches, time out exits, trigger GTTs.
+
+        Returns the GTTs this price fired, as `get_gtt` would show them afterwards (their
+        orders placed, filled when the price allows): STRATEGY.md's step 1, whose results
+        the engine applies before its rules see the price. Order updates are emitted too.
+        """
         with self._lock:
             at = at or self._clock()
             self._last_prices[symbol] = ltp
             watch = self._watch.get(symbol)
             if watch is not None and all(book.fired_leg(*w, ltp) is None for w in watch):
-                return
+                return []
             with transaction(self._sessions) as session:
                 acct = store.account(session, self._account_id)
                 updates = []
@@ -138,14 +150,14 @@ class PaperBroker(Broker):
                     for row in store.active_gtts(session, self._account_id, symbol)
                     if (leg := book.fired_leg(*_trigger_inputs(row), ltp)) is not None
                 ]
-            for pk, leg in fired:
-                self._trigger(pk, leg, ltp, at)
+            triggered = [pk for pk, leg in fired if self._trigger(pk, leg, ltp, at)]
             with self._sessions() as session:
                 acct_id = self._account_id
                 if not store.open_orders(session, acct_id, symbol):
                     self._watch[symbol] = [
                         _trigger_inputs(row) for row in store.active_gtts(session, acct_id, symbol)
                     ]
+                return [store.to_gtt(session.get_one(PaperGtt, pk)) for pk in triggered]
 
     def check_timeouts(self, now: datetime | None = None) -> None:
         """Turn every exit LIMIT order open `exit_timeout_s` or longer into a MARKET order.
@@ -456,8 +468,9 @@ class PaperBroker(Broker):
                 updates += self._try_fill(session, acct, row, price, at)
         self._emit(updates, at)
 
-    def _trigger(self, pk: int, leg: int, ltp: float, at: datetime) -> None:
-        """Fire one GTT leg: TRIGGERED is committed first, then its LIMIT sell is placed."""
+    def _trigger(self, pk: int, leg: int, ltp: float, at: datetime) -> bool:
+        """Fire one GTT leg: TRIGGERED is committed first, then its LIMIT sell is placed.
+        False when another caller fired it first."""
         with transaction(self._sessions) as session:
             claimed = store.move_gtt(
                 session,
@@ -469,13 +482,15 @@ class PaperBroker(Broker):
             )
         if claimed:
             self._place_gtt_order(pk, ltp, at)
+        return claimed
 
     def _place_gtt_order(self, pk: int, ltp: float | None, at: datetime) -> None:
         """The LIMIT sell of a triggered GTT, recorded in its results in the same transaction."""
         with transaction(self._sessions) as session:
             acct = store.account(session, self._account_id)
             gtt = session.get_one(PaperGtt, pk)
-            updates = ledger.place_gtt_order(session, acct, gtt, ltp, at, self._params)
+            band = self._bands.get(gtt.symbol)
+            updates = ledger.place_gtt_order(session, acct, gtt, ltp, at, self._params, band)
         self._emit(updates, at)
 
     def _finish_interrupted_triggers(self, now: datetime) -> None:

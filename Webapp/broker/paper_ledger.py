@@ -70,13 +70,24 @@ def place_gtt_order(
     ltp: float | None,
     at: datetime,
     params: Params,
+    band: tuple[float, float] | None = None,
 ) -> list[Order]:
     """A fired GTT's LIMIT sell at its leg's limit price, recorded in the GTT's results.
 
     It fills at once when `ltp` allows, else rests (until the exit timeout). Shares that
     other open sells will take are not free: selling them too is rejected, not oversold.
+    A limit price outside the day's circuit `band` (lower, upper) is refused before any
+    order exists, as Kite reports it: result status "failed", no order id, the reason.
     """
     leg = gtt.triggered_leg or 0
+    price = gtt.limit_prices[leg]
+    refusal = circuit_refusal(price, band)
+    if refusal is not None:
+        gtt.results = [
+            {"leg": leg, "order_id": None, "status": "failed", "rejection_reason": refusal}
+        ]
+        gtt.updated_at = at
+        return []
     row = store.new_order(
         acct,
         at,
@@ -87,7 +98,7 @@ def place_gtt_order(
         side=gtt.side,
         order_type=OrderType.LIMIT.value,
         quantity=gtt.quantity,
-        price=gtt.limit_prices[leg],
+        price=price,
         gtt_id=gtt.gtt_id,
     )
     updates = [store.record(session, row, at)]
@@ -110,6 +121,24 @@ def place_gtt_order(
     ]
     gtt.updated_at = at
     return updates
+
+
+def circuit_refusal(price: float, band: tuple[float, float] | None) -> str | None:
+    """Kite's refusal of a LIMIT price outside the day's circuit band, or None."""
+    if band is None:
+        return None
+    lower, upper = band
+    if price < lower:
+        return (
+            f"Your order price is lower than the current lower circuit limit of {lower:.2f}. "
+            "Place an order within the daily range."
+        )
+    if price > upper:
+        return (
+            f"Your order price is higher than the current upper circuit limit of {upper:.2f}. "
+            "Place an order within the daily range."
+        )
+    return None
 
 
 def fill(

@@ -107,6 +107,13 @@ def too_close_to_ltp(trigger: float, ltp: float) -> bool:
     return abs(trigger - ltp) / ltp * 100 <= KITE_MIN_TRIGGER_DISTANCE_PCT
 
 
+def gtt_reached(leg: Leg, ltp: float) -> bool:
+    """The price reached a trigger of the leg's GTT at the broker (it fires there)."""
+    if leg.gtt_target is not None and ltp >= leg.gtt_target:
+        return True
+    return leg.gtt_stop is not None and ltp <= leg.gtt_stop
+
+
 def sl_pct_for(position_number: int, params: Params) -> float:
     return {1: params.p1.sl_pct, 2: params.p2.sl_pct, 3: params.p3.sl_pct}[position_number]
 
@@ -191,7 +198,8 @@ def on_price(
 
     2. raise each bought leg's high and stop (RaiseStop; the stop never moves down);
     3. exit each bought leg whose LTP ≤ stop (Exit; the engine cancels the GTT first);
-    4. add at most one leg: P2, else P3 (Buy, or Skip when a limit refuses it);
+    4. add at most one leg: P2, else P3 (Buy, or Skip when a limit refuses it), never on a
+       price that exits a leg or reaches a trigger of a leg's GTT (it fires at the broker);
     5. modify the GTTs that are due (ModifyGtt).
     `book` is the account as it stands before this price (this ladder's legs included), or
     a function giving it: it is only needed when a leg may be added, which few prices do.
@@ -213,13 +221,16 @@ def on_price(
 
     exiting = {n for n, stop in stops.items() if ltp <= stop * (1 + _REL_EPS)}
     actions.extend(Exit(symbol, n, ltp) for n in sorted(exiting))
+    # Live: the exchange fires a GTT before its order update reaches us, so a leg whose
+    # trigger this price reached is already being sold: no leg is added on that price.
+    firing = {g.position_number for g in ladder.legs if g.bought and gtt_reached(g, ltp)}
 
-    if not exiting and not ladder.is_stopped_out:
+    if not exiting and not firing and not ladder.is_stopped_out:
         actions.extend(_add(ladder, ltp, params, book))
 
     for leg in ladder.legs:
         n = leg.position_number
-        if n in stops and n not in exiting:
+        if n in stops and n not in exiting and n not in firing:
             modify = _modify_due(ladder.symbol, leg, stops[n], ltp, now, params)
             if modify is not None:
                 actions.append(modify)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from Webapp.broker.base import (
     Broker,
     BrokerError,
+    Gtt,
     Order,
     OrderRequest,
     OrderState,
@@ -104,7 +105,7 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         store: LTPStore,
         signal_candles: SignalCandles,
         submit: Submit,
-        exchange: Callable[[str, float, datetime], None] | None = None,
+        exchange: Callable[[str, float, datetime], list[Gtt]] | None = None,
         params_loader: Callable[[str | None], tuple[Params, str]] | None = None,
     ) -> None:
         self.config = config
@@ -251,7 +252,9 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         at = at or self.now()
         self.ltp[symbol] = ltp
         if self._exchange is not None:
-            self._exchange(symbol, ltp, at)
+            # Step 1's results first: a leg its GTT sold on this price is not open for step 2.
+            for gtt in self._exchange(symbol, ltp, at):
+                self.gtt_fired_at_exchange(gtt, at)
         ls = self.ladders.get(symbol)
         if ls is None or not self.trading:
             return
@@ -281,6 +284,15 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
                 self.modify_gtt(ls, action)
         if actions:
             self.changed = True
+
+    def gtt_fired_at_exchange(self, gtt: Gtt, at: datetime) -> None:
+        """The paper exchange fired one of our GTTs on this price (step 1)."""
+        slot = self._by_gtt_id.get(gtt.gtt_id)
+        ls = self.ladders.get(slot.symbol) if slot is not None else None
+        if slot is None or ls is None or slot.gtt_row_id is None:
+            return
+        self.changed = True
+        self._gtt_fired(ls, slot.position, gtt, at)
 
     def _protect_waiting(self, ls: LadderSlot, ltp: float) -> None:
         """Bought legs still without a GTT (refused at a fast price, or just restarted)."""

@@ -223,6 +223,12 @@ class ExitFlow:
             slot.gtt_triggered = True
             slot.gtt_work = None
             slot.pending_modify = None
+        if result is not None and not result.order_id and result.status == "failed":
+            # Kite fired the GTT but refused its sell (e.g. a price outside the circuit
+            # band): no order exists, so nothing will ever sell the leg but us.
+            reason = result.rejection_reason or "no reason given"
+            self.gtt_sell_failed(ls, slot, f"the broker refused it: {reason}", at)
+            return
         if result is not None and result.order_id and slot.gtt_order_id is None:
             slot.gtt_order_id = result.order_id
             self._by_order_id[result.order_id] = slot
@@ -239,19 +245,9 @@ class ExitFlow:
                 ls, slot, order.average_price, order.filled_quantity, at, None, order.order_id
             )
         elif order.state.is_final and order.filled_quantity == 0:
-            assert slot.gtt_row_id is not None
-            message = order.status_message or order.state.value
-            self.write(
-                trading_gtts.gtt_order_failed, slot.gtt_row_id, now=at, message=message[:255]
-            )
             self._by_order_id.pop(order.order_id, None)
-            self._clear_gtt(slot)
-            slot.gtt_triggered, slot.gtt_order_id = False, None
-            self.error(
-                f"{ls.symbol} P{slot.position}: the GTT's sell ended unfilled "
-                f"({message}); selling at market"
-            )
-            self.sell(ls, slot.position, OrderType.MARKET)
+            message = order.status_message or order.state.value
+            self.gtt_sell_failed(ls, slot, f"it ended unfilled ({message})", at)
         elif order.state.is_final:
             self.fail(
                 f"{ls.symbol} P{slot.position}: the GTT's sell filled "
@@ -260,6 +256,18 @@ class ExitFlow:
             )
         elif slot.gtt_order_open_since is None:
             slot.gtt_order_open_since = at
+
+    def gtt_sell_failed(
+        self: Trader, ls: LadderSlot, slot: LegSlot, why: str, at: datetime
+    ) -> None:
+        """A fired GTT sold nothing: the leg is unprotected, so the engine sells it at market,
+        once (the cancel-first rule holds: the GTT is no longer active)."""
+        assert slot.gtt_row_id is not None
+        self.write(trading_gtts.gtt_order_failed, slot.gtt_row_id, now=at, message=why[:255])
+        self._clear_gtt(slot)
+        slot.gtt_triggered, slot.gtt_order_id = False, None
+        self.error(f"{ls.symbol} P{slot.position}: the GTT fired but {why}; selling at market")
+        self.sell(ls, slot.position, OrderType.MARKET)
 
     # --- our own sell ----------------------------------------------------------------------
 

@@ -38,7 +38,11 @@ RUN_ID = "golden-master"
 
 # The replay of nse-5min-2026 with support_files/param.yaml as of this pin:
 # 117 legs (49 P1, 41 P2, 27 P3) in 49 ladders; 80 legs closed for -2,830.89 net, 37 open.
-PINNED_HASH = "54d72d136be0644a603aff1ac163c9b61b3089781850d8adb205eef0d7b090f0"
+# Re-pinned when step 1's results came before the rules (issue 10, defect 2): same legs,
+# prices and total; where a GTT and the engine sold two legs of one symbol on one price,
+# the GTT's fill is now recorded first, so the day's DP charge (₹15.93) moved to that leg
+# (BAJFINANCE, CIPLA, INDUSINDBK, POWERGRID, TECHM).
+PINNED_HASH = "b7c2264e13dbfed3a4282efb4fd7d4d3922565ca1ead0d1fda3f067d00ebb02a"
 PINNED_SUMMARY = (
     "117 legs: 80 closed (47 stop_gtt, 25 stop_engine, 8 target, net -2830.89), 37 open"
 )

@@ -10,7 +10,7 @@ from tests.unit.strategy_scenarios import DEFAULTS, SYMBOL, T0, Replay, Scenario
 from Webapp.broker.base import GttType, round_down_to_tick
 from Webapp.storage.states import ExitReason, LadderState, LegState
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, PlaceGtt, RaiseStop, Skip, SkipReason
-from Webapp.strategy.ladder import Ladder, on_fill, on_price
+from Webapp.strategy.ladder import Ladder, gtt_placed, on_fill, on_price
 from Webapp.strategy.limits import Book
 
 
@@ -378,3 +378,27 @@ def test_a_ladder_marked_stopped_out_adds_no_leg() -> None:
     ladder = Ladder(SYMBOL, legs=[leg], state=LadderState.STOPPED_OUT, stopped_out=True)
     actions = on_price(ladder, 1010.0, T0 + timedelta(seconds=1), DEFAULTS, Book())
     assert not any(isinstance(a, Buy | Skip) for a in actions)
+
+
+# Live: the exchange fires a GTT before its order update arrives. STRATEGY.md "Order of work":
+# a leg whose GTT trigger the price reached counts as exiting for step 4 (no add on that price).
+GTT_REACHED = [
+    pytest.param(1050.0, id="P1 target trigger reached exactly"),
+    pytest.param(1060.0, id="price above P1 target trigger"),
+]
+
+
+@pytest.mark.parametrize("ltp", GTT_REACHED)
+def test_no_leg_is_added_on_a_price_that_reaches_a_gtt_trigger(ltp: float) -> None:
+    leg, gtt = on_fill(SYMBOL, 1, 3, 1000.0, T0, DEFAULTS)
+    ladder = Ladder(SYMBOL, legs=[gtt_placed(leg, gtt, T0)])  # OCO [975.0, 1050.0]
+    actions = on_price(ladder, ltp, T0 + timedelta(seconds=61), DEFAULTS, Book())
+    assert not any(isinstance(a, Buy | Skip | ModifyGtt) for a in actions)
+    assert not any(isinstance(a, Exit) for a in actions)  # the GTT's own order sells it
+
+
+def test_p2_is_added_just_under_the_p1_target_trigger() -> None:
+    leg, gtt = on_fill(SYMBOL, 1, 3, 1000.0, T0, DEFAULTS)
+    ladder = Ladder(SYMBOL, legs=[gtt_placed(leg, gtt, T0)])
+    actions = on_price(ladder, 1049.95, T0 + timedelta(seconds=1), DEFAULTS, Book())
+    assert buy(2, 2, 1049.95) in actions
