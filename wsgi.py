@@ -9,7 +9,7 @@ import sys
 from Webapp import create_app
 from Webapp.config.params import ParamsError
 from Webapp.config.settings import SettingsError
-from Webapp.runtime import StartupError
+from Webapp.execution.runtime import StartupError
 from Webapp.services import start_services
 from Webapp.storage.users import count_users
 

@@ -9,7 +9,7 @@ import sys
 from Webapp import create_app
 from Webapp.config.params import ParamsError
 from Webapp.config.settings import SettingsError, load_settings
-from Webapp.runtime import StartupError
+from Webapp.execution.runtime import StartupError
 from Webapp.services import ensure_first_admin, start_services, stop_services
 from Webapp.web.extensions import socketio
 

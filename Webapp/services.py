@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from Webapp.runtime import Runtime
+from Webapp.execution.runtime import Runtime
 from Webapp.storage import audit, users
 from Webapp.storage.db import transaction
 from Webapp.storage.models import Role

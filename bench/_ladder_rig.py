@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,20 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from Webapp.broker.base import TICK_SIZE  # noqa: E402
 from Webapp.broker.paper import PaperBroker  # noqa: E402
 from Webapp.config.params import Params, load_params  # noqa: E402
-from Webapp.market.calendar import MarketCalendar  # noqa: E402
-from Webapp.market.candle import Timeframe  # noqa: E402
+from Webapp.execution.builders import Driver, inline_engine, paper_account  # noqa: E402
+from Webapp.execution.clock import SimulatedClock  # noqa: E402
+from Webapp.execution.commands import Command, CommandKind  # noqa: E402
+from Webapp.execution.inline import InlineDriver, InlineGateway  # noqa: E402
+from Webapp.execution.trader import Trader  # noqa: E402
 from Webapp.market.ltp_store import LTPStore  # noqa: E402
 from Webapp.market.universe import load_universe  # noqa: E402
+from Webapp.states import LegState  # noqa: E402
 from Webapp.storage import migrate  # noqa: E402
 from Webapp.storage.db import make_engine, make_session_factory  # noqa: E402
-from Webapp.storage.states import LegState  # noqa: E402
 from Webapp.strategy.actions import Buy  # noqa: E402
-from Webapp.strategy.clock import Clock, SimulatedClock  # noqa: E402
-from Webapp.strategy.commands import Command, CommandKind  # noqa: E402
-from Webapp.strategy.inline import InlineDriver, InlineGateway  # noqa: E402
 from Webapp.strategy.limits import leg_quantity  # noqa: E402
-from Webapp.strategy.signal_inputs import SignalCandles  # noqa: E402
-from Webapp.strategy.trader import Submit, Trader, TraderConfig  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "paper"
@@ -104,33 +101,6 @@ def price_walk(
     return out
 
 
-def make_trader(
-    *,
-    sessions,
-    params: Params,
-    broker: PaperBroker,
-    clock: Clock,
-    store: LTPStore,
-    symbols: list[str],
-    submit: Submit,
-    exchange: Callable[[str, float, datetime], None] | None,
-) -> Trader:
-    """A Trader wired as Webapp/runtime.py wires the paper one (no OHLCV store: no scans)."""
-    calendar = MarketCalendar.nse()
-    return Trader(
-        config=TraderConfig(account=ACCOUNT, universe=symbols),
-        broker=broker,
-        sessions=sessions,
-        params=params,
-        calendar=calendar,
-        clock=clock,
-        store=store,
-        signal_candles=SignalCandles(None, calendar, Timeframe(params.signal_timeframe)),
-        submit=submit,
-        exchange=exchange,
-    )
-
-
 @dataclass
 class LadderRig:
     """A running single-threaded trader whose account holds one full ladder per symbol."""
@@ -178,26 +148,21 @@ def open_ladders(
     names = list(prices)
     clock = SimulatedClock(start)
     store = LTPStore()
-    broker = PaperBroker(
-        sessions,
-        params,
-        clock=clock.now,
-        starting_cash=STARTING_CASH,
-        ltp=store.ltp,
-        account=ACCOUNT,
+    broker = paper_account(
+        sessions, params, clock=clock.now, store=store, account=ACCOUNT, starting_cash=STARTING_CASH
     )
-    gateway = InlineGateway(broker, clock)
-    trader = make_trader(
+    # Without the exchange side the trader is wired as live mode is (no step 1 on prices).
+    engine = inline_engine(
+        Driver.PAPER if with_exchange else Driver.LIVE,
+        broker=broker,
         sessions=sessions,
         params=params,
-        broker=broker,
         clock=clock,
         store=store,
-        symbols=names,
-        submit=gateway.send,
-        exchange=broker.on_price if with_exchange else None,
+        universe=names,
+        account=ACCOUNT,
     )
-    driver = InlineDriver(trader, gateway, broker)
+    trader, driver, gateway = engine.trader, engine.driver, engine.gateway
     rig = LadderRig(
         url, db_engine, sessions, params, store, clock, broker, gateway, driver, trader, prices
     )

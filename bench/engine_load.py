@@ -21,19 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ladder_rig import (  # noqa: E402
     ACCOUNT,
     STARTING_CASH,
-    make_trader,
     open_ladders,
     price_walk,
 )
 
-from Webapp.broker.paper import PaperBroker  # noqa: E402
 from Webapp.event_bus import EventBus  # noqa: E402
+from Webapp.execution.builders import Driver, build_trader, paper_account  # noqa: E402
+from Webapp.execution.clock import WallClock  # noqa: E402
+from Webapp.execution.commands import Command, CommandKind  # noqa: E402
+from Webapp.execution.engine import Engine  # noqa: E402
+from Webapp.execution.gateway import OrderGateway  # noqa: E402
+from Webapp.execution.trading_view import TradingState  # noqa: E402
 from Webapp.market.ltp_store import LTPStore, Quote  # noqa: E402
-from Webapp.strategy.clock import WallClock  # noqa: E402
-from Webapp.strategy.commands import Command, CommandKind  # noqa: E402
-from Webapp.strategy.engine import Engine  # noqa: E402
-from Webapp.strategy.gateway import OrderGateway  # noqa: E402
-from Webapp.strategy.trading_view import TradingState  # noqa: E402
 
 # The engine has kept up when the feed's last price reaches the trader this soon after
 # it entered the store, and 99% of the prices it took up had waited no longer either.
@@ -170,15 +169,10 @@ def run(folder: Path, name: str, with_exchange: bool, args) -> Result:
     result = Result(name, legs_before=rig.open_legs())
     del rig  # its PaperBroker and Trader: one of each per account at a time
 
-    # The runtime's paper wiring (Webapp/runtime.py), on the same app DB and LTPStore.
+    # The runtime's paper wiring (Webapp/execution/runtime.py), on the same app DB and LTPStore.
     bus, clock = EventBus(), WallClock()
-    broker = PaperBroker(
-        sessions,
-        params,
-        clock=clock.now,
-        starting_cash=STARTING_CASH,
-        ltp=store.ltp,
-        account=ACCOUNT,
+    broker = paper_account(
+        sessions, params, clock=clock.now, store=store, account=ACCOUNT, starting_cash=STARTING_CASH
     )
     engine = Engine(store, bus)
     gateway = OrderGateway(broker, engine.submit, clock=clock)
@@ -187,15 +181,17 @@ def run(folder: Path, name: str, with_exchange: bool, args) -> Result:
         result.calls[type(request).__name__] += 1
         gateway.send(request, urgent)
 
-    trader = make_trader(
+    # Without the exchange side the trader is wired as live mode is (no step 1 on prices).
+    trader = build_trader(
+        Driver.PAPER if with_exchange else Driver.LIVE,
+        broker=broker,
+        submit=submit,
         sessions=sessions,
         params=params,
-        broker=broker,
         clock=clock,
         store=store,
-        symbols=symbols,
-        submit=submit,
-        exchange=broker.on_price if with_exchange else None,
+        universe=symbols,
+        account=ACCOUNT,
     )
     broker.on_order_update(engine.submit)
     probe = PriceProbe()

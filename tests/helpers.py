@@ -54,7 +54,7 @@ def wait_for_trading(runtime, *states: str, timeout: float = 10.0):
     """Wait until the engine publishes a trading view in one of `states` (default running)."""
     import queue as _queue
 
-    from Webapp.strategy.trading_view import TRADING_TOPIC
+    from Webapp.execution.trading_view import TRADING_TOPIC
 
     wanted = set(states or ("running",))
     views: _queue.Queue = _queue.Queue()

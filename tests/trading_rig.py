@@ -14,19 +14,18 @@ from sqlalchemy import select
 
 from Webapp.broker.paper import PaperBroker
 from Webapp.config.params import Params, load_params
+from Webapp.execution.builders import Driver, inline_engine, paper_account
+from Webapp.execution.clock import SimulatedClock
+from Webapp.execution.commands import Command, CommandKind
+from Webapp.execution.inline import InlineDriver, InlineGateway
+from Webapp.execution.trader import Trader
 from Webapp.market.calendar import MarketCalendar
-from Webapp.market.candle import Timeframe
 from Webapp.market.ltp_store import LTPStore
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.storage import migrate
 from Webapp.storage.db import make_engine, make_session_factory
 from Webapp.storage.trading_models import Trade, TradeGtt, TradeOrder
 from Webapp.strategy.actions import Buy
-from Webapp.strategy.clock import SimulatedClock
-from Webapp.strategy.commands import Command, CommandKind
-from Webapp.strategy.inline import InlineDriver, InlineGateway
-from Webapp.strategy.signal_inputs import SignalCandles
-from Webapp.strategy.trader import Trader, TraderConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "support_files" / "param.yaml"
 DEFAULTS = load_params(SHIPPED)
@@ -115,21 +114,21 @@ def make_rig(
     store = LTPStore()
     calendar = MarketCalendar.nse()
 
-    broker = PaperBroker(
-        sessions, params, clock=clock.now, starting_cash=1_000_000, ltp=store.ltp, account=account
+    broker = paper_account(
+        sessions, params, clock=clock.now, store=store, account=account, starting_cash=1_000_000
     )
-    gateway = InlineGateway(broker, clock)
-    trader = Trader(
-        config=TraderConfig(account=account, universe=list(universe), use_exchange_time=True),
+    engine = inline_engine(
+        Driver.PAPER,
         broker=broker,
         sessions=sessions,
         params=params,
-        calendar=calendar,
         clock=clock,
         store=store,
-        signal_candles=SignalCandles(ohlcv, calendar, Timeframe(params.signal_timeframe)),
-        submit=gateway.send,
-        exchange=broker.on_price,
+        universe=universe,
+        account=account,
+        ohlcv=ohlcv,
+        calendar=calendar,
+        market_time=True,
     )
-    driver = InlineDriver(trader, gateway, broker)
+    trader, driver, gateway = engine.trader, engine.driver, engine.gateway
     return PaperRig(trader, driver, gateway, broker, clock, store, sessions, url)

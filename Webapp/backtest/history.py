@@ -1,7 +1,7 @@
 """A backtest's market history: CSV candles into an OHLCV store, rolled up to the signal timeframe.
 
 The scan reads the last closed signal-timeframe candle and its EMAs from the OHLCV
-store (strategy/signal_inputs.py). When the data is finer than that timeframe
+store (execution/signal_inputs.py). When the data is finer than that timeframe
 (5m files, 15m signals), each session's bars are rolled up here and stored with
 EMAs the way an import stores them (bar_store.store_bars), so a candle's EMAs use
 only the closes before and at it: no look-ahead.

@@ -33,21 +33,18 @@ from typing import NamedTuple
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from Webapp.broker.paper import PaperBroker
 from Webapp.config.params import Params
+from Webapp.execution.builders import Driver, inline_engine, paper_account
+from Webapp.execution.clock import SimulatedClock
+from Webapp.execution.commands import Command, CommandKind
 from Webapp.market.calendar import MarketCalendar
-from Webapp.market.candle import Candle, Timeframe
+from Webapp.market.candle import Candle
 from Webapp.market.feeds.replay import ReplayTick, merged_ticks
 from Webapp.market.ltp_store import LTPStore
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.storage import migrate
 from Webapp.storage.db import make_engine, make_session_factory
 from Webapp.storage.trading_models import Ladder, Trade
-from Webapp.strategy.clock import SimulatedClock
-from Webapp.strategy.commands import Command, CommandKind
-from Webapp.strategy.inline import InlineDriver, InlineGateway
-from Webapp.strategy.signal_inputs import SignalCandles
-from Webapp.strategy.trader import Trader, TraderConfig
 
 TIMER_EVERY = timedelta(seconds=1)
 TICK_SIZE = 0.05
@@ -96,30 +93,27 @@ class PaperReplay:
         self.calendar = calendar or MarketCalendar.nse()
         self.clock = SimulatedClock(start)
         self.store = LTPStore()
-        self.broker = PaperBroker(
+        self.broker = paper_account(
             sessions,
             params,
             clock=self.clock.now,
-            starting_cash=starting_cash,
-            ltp=self.store.ltp,
+            store=self.store,
             account=self.account,
+            starting_cash=starting_cash,
         )
-        self.gateway = InlineGateway(self.broker, self.clock)
-        self.trader = Trader(
-            config=TraderConfig(
-                account=self.account, universe=list(symbols), use_exchange_time=True
-            ),
+        engine = inline_engine(
+            Driver.BACKTEST,
             broker=self.broker,
             sessions=sessions,
             params=params,
-            calendar=self.calendar,
             clock=self.clock,
             store=self.store,
-            signal_candles=SignalCandles(ohlcv, self.calendar, Timeframe(params.signal_timeframe)),
-            submit=self.gateway.send,
-            exchange=self.broker.on_price,
+            universe=symbols,
+            account=self.account,
+            ohlcv=ohlcv,
+            calendar=self.calendar,
         )
-        self.driver = InlineDriver(self.trader, self.gateway, self.broker)
+        self.trader, self.driver, self.gateway = engine.trader, engine.driver, engine.gateway
         self.ticks = 0
         self.timers = 0
         self._last_timer: datetime | None = None

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from Webapp.broker.kite_session import StoredKite
 from Webapp.broker.paper import PaperBroker, PriceSource
+from Webapp.broker.secrets import load_box
 from Webapp.config.params import Params
 from Webapp.config.settings import Settings
+from Webapp.storage.db import make_engine, make_session_factory
 
 if TYPE_CHECKING:
     from Webapp.broker.kite import KiteBroker
@@ -28,6 +31,26 @@ class KiteCredentials(Protocol):
     def api_key(self) -> str: ...
 
     def access_token(self) -> str: ...
+
+
+class KiteCredentialSource:
+    """The api key and day's token: stored (Settings page, /kite/login) first, else the env."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session] | None = None) -> None:
+        """`sessions`: the app DB's session factory (the runtime's); else one is opened."""
+        self._settings = settings
+        if sessions is None:
+            sessions = make_session_factory(make_engine(settings.resolved_database_url))
+        self._stored = StoredKite(sessions, load_box(settings))
+
+    def __repr__(self) -> str:
+        return "<KiteCredentialSource>"
+
+    def api_key(self) -> str:
+        return self._stored.api_key() or self._settings.kite_api_key
+
+    def access_token(self) -> str:
+        return self._stored.access_token() or self._settings.kite_access_token
 
 
 def utc_now() -> datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from Webapp.config.params import Params
 from Webapp.config.settings import FeedKind, Settings
@@ -18,8 +18,13 @@ from Webapp.market.ltp_store import LTPStore
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.market.universe import UniverseMember
 
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+
+class KiteCredentials(Protocol):
+    """The api key and the day's access token ("" when there is none yet)."""
+
+    def api_key(self) -> str: ...
+
+    def access_token(self) -> str: ...
 
 
 class FeedConfigError(Exception):
@@ -35,11 +40,12 @@ def build_feed(
     ohlcv: OHLCVStore | None,
     *,
     on_order_update: Callable[[dict], None] | None = None,
-    credentials: KiteCredentialSource | None = None,
+    credentials: KiteCredentials | None = None,
 ) -> Feed:
     """The feed FEED names; `on_order_update` gets the Kite ticker's order updates (live).
 
-    `credentials` is the runtime's Kite credential source, shared with the broker.
+    `credentials` is the Kite credential source the builder shares with the broker (FEED=kite
+    needs it; the market layer never reaches into the broker's credential store itself).
     """
     if settings.feed is FeedKind.SIM:
         return SimulatedFeed(
@@ -50,7 +56,8 @@ def build_feed(
             stale_after_s=params.stale_after_s,
         )
     if settings.feed is FeedKind.KITE:
-        credentials = credentials or KiteCredentialSource(settings)
+        if credentials is None:
+            raise FeedConfigError("FEED=kite needs the Kite credentials from its builder")
         return _kite_feed(settings, params, universe, store, bus, credentials, on_order_update)
     return _replay_feed(settings, params, universe, store, ohlcv)
 
@@ -83,31 +90,6 @@ def _kite_feed(settings, params, universe, store, bus, credentials, on_order_upd
         root=settings.kite_ws_root or None,
         on_order_update=on_order_update,
     )
-
-
-class KiteCredentialSource:
-    """The api key and day's token: stored (Settings page, /kite/login) first, else the env."""
-
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session] | None = None) -> None:
-        """`sessions`: the app DB's session factory (the runtime's); else one is opened."""
-        # Imported here: market/ reaches the broker's credential store only for FEED=kite.
-        from Webapp.broker.kite_session import StoredKite
-        from Webapp.broker.secrets import load_box
-        from Webapp.storage.db import make_engine, make_session_factory
-
-        self._settings = settings
-        if sessions is None:
-            sessions = make_session_factory(make_engine(settings.resolved_database_url))
-        self._stored = StoredKite(sessions, load_box(settings))
-
-    def __repr__(self) -> str:
-        return "<KiteCredentialSource>"
-
-    def api_key(self) -> str:
-        return self._stored.api_key() or self._settings.kite_api_key
-
-    def access_token(self) -> str:
-        return self._stored.access_token() or self._settings.kite_access_token
 
 
 def load_instruments(

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from Webapp.storage.states import (
+from Webapp.states import (
     ExitReason,
     GttIntentState,
     IllegalTransition,

@@ -1,6 +1,6 @@
 """SQLAlchemy models of the trading state: ladders, their legs (trades), orders, GTTs, params.
 
-Every state column holds a value of Webapp/strategy/states.py and is written before the
+Every state column holds a value of Webapp/states.py and is written before the
 broker call that changes it (write-ahead; see trading_store.py), so after a crash at any
 line the rows say what may be in flight and reconciliation knows what to look up.
 Every ladder belongs to one `account` ("live", "paper", "backtest:<run>", ...), so paper,

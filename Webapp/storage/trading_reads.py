@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from Webapp.storage.states import GttIntentState, LadderState, LegState
+from Webapp.states import GttIntentState, LadderState, LegState
 from Webapp.storage.trading_models import Ladder, Trade, TradeGtt, TradeOrder
 from Webapp.storage.trading_store import IN_FLIGHT_ORDER_STATES
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from Webapp.storage.states import (
+from Webapp.states import (
     GTT_TRANSITIONS,
     LADDER_TRANSITIONS,
     LEG_TRANSITIONS,

@@ -1,1 +1,1 @@
-"""The momentum ladder: pure rules, signals, and the engine thread that applies them."""
+"""The momentum ladder's rules, pure: ladder, signals, limits and the actions they decide."""

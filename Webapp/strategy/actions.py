@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from Webapp.broker.base import GttRequest, GttType
-from Webapp.storage.states import ExitReason
+from Webapp.states import ExitReason
 
 
 @dataclass(frozen=True)

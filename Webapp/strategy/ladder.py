@@ -13,7 +13,7 @@ from datetime import datetime
 
 from Webapp.broker.base import round_down_to_tick, round_up_to_tick
 from Webapp.config.params import KITE_MIN_TRIGGER_DISTANCE_PCT, Params
-from Webapp.storage.states import ExitReason, LadderState, LegState
+from Webapp.states import ExitReason, LadderState, LegState
 from Webapp.strategy.actions import Action, Buy, Exit, ModifyGtt, PlaceGtt, RaiseStop, Skip
 from Webapp.strategy.limits import Book, leg_quantity, leg_refused
 

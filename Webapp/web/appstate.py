@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from Webapp.config.settings import Settings
 
 if TYPE_CHECKING:
-    from Webapp.runtime import Runtime
+    from Webapp.execution.runtime import Runtime
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from Webapp.execution.runtime import Runtime
 from Webapp.market.ltp_store import Quote
-from Webapp.runtime import Runtime
 from Webapp.web.appstate import app_state
 from Webapp.web.timefmt import ist
 from Webapp.web.trading import trading_controls, trading_panel

@@ -8,10 +8,10 @@ import threading
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room
 
+from Webapp.execution.engine import PRICES_TOPIC
+from Webapp.execution.runtime import Runtime
+from Webapp.execution.trading_view import TRADING_TOPIC, TradingView
 from Webapp.market.ltp_store import Quote
-from Webapp.runtime import Runtime
-from Webapp.strategy.engine import PRICES_TOPIC
-from Webapp.strategy.trading_view import TRADING_TOPIC, TradingView
 from Webapp.web.appstate import app_state, close_db
 from Webapp.web.dashboard import price_row, price_rows
 from Webapp.web.extensions import socketio

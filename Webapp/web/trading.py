@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from Webapp.runtime import Runtime
-from Webapp.strategy.commands import Command, CommandKind
-from Webapp.strategy.engine import Engine, EngineState
-from Webapp.strategy.trading_view import LadderView, LegView, TradingState, TradingView
+from Webapp.execution.commands import Command, CommandKind
+from Webapp.execution.engine import Engine, EngineState
+from Webapp.execution.runtime import Runtime
+from Webapp.execution.trading_view import LadderView, LegView, TradingState, TradingView
 from Webapp.web.appstate import app_state
 from Webapp.web.auth import admin_required, wants_fragment
 from Webapp.web.forms import ActionForm, EmergencyStopForm

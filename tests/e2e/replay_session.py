@@ -27,10 +27,10 @@ from tests.conftest import ADMIN_PASSWORD, REPO_ROOT, add_user
 from tests.trading_history import store_history, trading_sessions, uptrend_candles
 from Webapp import create_app
 from Webapp.config.settings import load_settings
+from Webapp.execution.runtime import Runtime
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.ohlcv import OHLCVStore
-from Webapp.runtime import Runtime
 from Webapp.services import start_services, stop_services
 
 SHIPPED_PARAMS = REPO_ROOT / "support_files" / "param.yaml"

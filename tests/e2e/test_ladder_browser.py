@@ -19,8 +19,8 @@ from tests.e2e.replay_session import (
 )
 from tests.e2e.test_browser import ARTIFACTS, log_in
 from Webapp.market.calendar import MarketCalendar
+from Webapp.states import ExitReason, GttIntentState, LegState
 from Webapp.storage.models import AuditEntry
-from Webapp.storage.states import ExitReason, GttIntentState, LegState
 from Webapp.storage.trading_models import Trade
 
 pytestmark = pytest.mark.browser

@@ -40,15 +40,12 @@ from tests.trading_rig import DEFAULTS, T0, PaperRig, make_rig, rig_params
 from Webapp.broker.base import Side
 from Webapp.broker.kite import KiteBroker
 from Webapp.config.params import Params
+from Webapp.execution.builders import Driver, inline_engine
+from Webapp.execution.clock import SimulatedClock
 from Webapp.market.calendar import MarketCalendar
-from Webapp.market.candle import Timeframe
 from Webapp.market.ltp_store import LTPStore
 from Webapp.storage import migrate
 from Webapp.storage.db import make_engine, make_session_factory
-from Webapp.strategy.clock import SimulatedClock
-from Webapp.strategy.inline import InlineDriver, InlineGateway
-from Webapp.strategy.signal_inputs import SignalCandles
-from Webapp.strategy.trader import Trader, TraderConfig
 
 SYMBOL = "INFY"
 QTY = 3
@@ -166,24 +163,19 @@ def make_live_rig(
         sleep=limits_clock.sleep,
         timeout=5.0,
     )
-    gateway = InlineGateway(broker, clock)
-    trader = Trader(
-        config=TraderConfig(
-            account="live",
-            universe=[SYMBOL],
-            use_exchange_time=True,
-            gtt_sync_every=timedelta(seconds=30),
-        ),
+    engine = inline_engine(
+        Driver.LIVE,
         broker=broker,
         sessions=sessions,
         params=params,
-        calendar=calendar,
         clock=clock,
         store=store,
-        signal_candles=SignalCandles(None, calendar, Timeframe(params.signal_timeframe)),
-        submit=gateway.send,
+        universe=[SYMBOL],
+        account="live",
+        calendar=calendar,
+        market_time=True,
     )
-    driver = InlineDriver(trader, gateway, broker)
+    trader, driver, gateway = engine.trader, engine.driver, engine.gateway
     kite = KiteConnect(address.api_key, root=address.root, timeout=5)
     kite.set_access_token(address.access_token)
     return LiveRig(

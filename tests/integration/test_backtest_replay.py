@@ -12,7 +12,7 @@ from Webapp.backtest.history import roll_up, store_signal_history
 from Webapp.backtest.paper_replay import PaperReplay, fingerprint, scratch_app_db
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
-from Webapp.storage.states import LegState
+from Webapp.states import LegState
 
 CALENDAR = MarketCalendar.nse()
 DAY = date(2026, 11, 23)  # a Monday

@@ -50,12 +50,12 @@ from tests.kitesim.rest import KiteRestSim
 from tests.trading_rig import T0, PaperRig
 from Webapp.broker.base import GttState, OrderState, Side
 from Webapp.broker.paper import PaperBroker
+from Webapp.execution.commands import CommandKind
+from Webapp.execution.trading_view import TradingState
+from Webapp.states import ExitReason, GttIntentState, LegState
 from Webapp.storage import migrate
 from Webapp.storage.db import make_engine, make_session_factory
-from Webapp.storage.states import ExitReason, GttIntentState, LegState
 from Webapp.storage.trading_models import Trade
-from Webapp.strategy.commands import CommandKind
-from Webapp.strategy.trading_view import TradingState
 
 # Only a guard against a hung child: it kills itself within a second or two of starting.
 HANG_GUARD_S = 120

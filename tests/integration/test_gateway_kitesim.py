@@ -9,8 +9,8 @@ import pytest
 from tests.integration import test_kite_broker_support as support
 from tests.integration.test_kite_broker_support import buy
 from Webapp.broker.base import NetworkUnavailable
-from Webapp.strategy.clock import WallClock
-from Webapp.strategy.gateway import Done, Failed, OrderGateway, PlaceOrder
+from Webapp.execution.clock import WallClock
+from Webapp.execution.gateway import Done, Failed, OrderGateway, PlaceOrder
 
 # The shared fixtures, bound here so that pytest finds them in this module.
 clock, sim, bus, make_broker = support.clock, support.sim, support.bus, support.make_broker

@@ -29,8 +29,8 @@ from Webapp.config.params import load_params
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Timeframe
 from Webapp.market.ohlcv import OHLCVStore
+from Webapp.states import LegState
 from Webapp.storage.paper_models import PaperAccount, PaperOrder
-from Webapp.storage.states import LegState
 from Webapp.storage.trading_models import Ladder, Trade, TradeGtt, TradeOrder
 
 FIVE_MIN = SHARED_DATA / "nse-5min-2026"

@@ -7,8 +7,8 @@ import queue
 import pytest
 
 from Webapp import create_app
-from Webapp.runtime import Runtime
-from Webapp.strategy.trading_view import TRADING_TOPIC, TradingState
+from Webapp.execution.runtime import Runtime
+from Webapp.execution.trading_view import TRADING_TOPIC, TradingState
 
 
 @pytest.fixture

@@ -318,7 +318,7 @@ def test_postback_needs_a_json_object(app):
 
 
 def test_feed_reads_the_stored_login_first_then_the_environment(app, admin_client, sim):
-    from Webapp.market.feed_factory import KiteCredentialSource
+    from Webapp.broker.factory import KiteCredentialSource
 
     settings = with_settings(
         app.extensions["ladder"].settings, kite_api_key="env_key", kite_access_token="env_token"

@@ -8,8 +8,8 @@ import pytest
 from markupsafe import escape
 
 from tests.conftest import ADMIN_PASSWORD, login
-from Webapp.runtime import Runtime
-from Webapp.strategy.engine import PRICES_TOPIC
+from Webapp.execution.engine import PRICES_TOPIC
+from Webapp.execution.runtime import Runtime
 from Webapp.web.extensions import socketio
 from Webapp.web.sockets import PriceBridge
 

@@ -7,8 +7,8 @@ from datetime import date
 from tests.conftest import with_settings
 from tests.e2e.replay_session import DayShape, ladder_day, store_market
 from Webapp.config.settings import Settings
+from Webapp.execution.runtime import Runtime
 from Webapp.market.calendar import MarketCalendar
-from Webapp.runtime import Runtime
 
 DAY = date(2025, 3, 11)
 

@@ -27,7 +27,7 @@ from Webapp.broker.base import (
 from Webapp.broker.kite import KiteBroker
 from Webapp.broker.paper import PaperBroker
 from Webapp.config.settings import SettingsError, load_settings
-from Webapp.runtime import Runtime, StartupError
+from Webapp.execution.runtime import Runtime, StartupError
 from Webapp.services import start_services, stop_services
 from Webapp.storage import migrate
 
@@ -186,7 +186,7 @@ def all_subscribed(kite_exchange) -> None:
 
 
 def test_live_runtime_hears_kite_order_updates_through_the_ticker(env_login, kite_exchange, caplog):
-    caplog.set_level(logging.INFO, logger="Webapp.runtime")
+    caplog.set_level(logging.INFO, logger="Webapp.execution.runtime")
     runtime = Runtime.build(env_login)
     broker = runtime.broker
     assert isinstance(broker, KiteBroker)
@@ -237,7 +237,7 @@ def kite_login(client) -> None:
 def test_live_runtime_without_a_token_waits_for_a_kite_login_then_trades(
     live_settings, kite_exchange, make_live_app, caplog
 ):
-    caplog.set_level(logging.INFO, logger="Webapp.runtime")
+    caplog.set_level(logging.INFO, logger="Webapp.execution.runtime")
     app, client = make_live_app(live_settings)
     page = client.get("/settings/")
     saved = client.post(

@@ -9,13 +9,13 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from tests.conftest import REPO_ROOT, migrated_market_store, with_settings
+from Webapp.execution.runtime import Runtime, StartupError
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.candle_recorder import CandleRecorder
 from Webapp.market.indicators import ema_series
 from Webapp.market.instruments import InstrumentMap
 from Webapp.market.ltp_store import LTPStore
-from Webapp.runtime import Runtime, StartupError
 
 INSTRUMENTS = REPO_ROOT / "tests" / "data" / "instruments_nse_sample.csv"
 

@@ -24,14 +24,14 @@ from tests.trading_rig import SHIPPED, make_rig, rig_params
 from Webapp.broker.base import GttState, OrderType
 from Webapp.broker.paper import PaperBroker
 from Webapp.config.params import parse_params_text
+from Webapp.execution import gateway as gw
+from Webapp.execution.commands import CommandKind
+from Webapp.execution.trading_view import TradingState
+from Webapp.states import ExitReason, GttIntentState, LadderState, LegState
 from Webapp.storage import audit, migrate, param_versions
 from Webapp.storage.db import make_engine, make_session_factory
-from Webapp.storage.states import ExitReason, GttIntentState, LadderState, LegState
 from Webapp.storage.trading_models import Ladder as LadderRow
-from Webapp.strategy import gateway as gw
 from Webapp.strategy.actions import SkipReason
-from Webapp.strategy.commands import CommandKind
-from Webapp.strategy.trading_view import TradingState
 
 
 @pytest.fixture

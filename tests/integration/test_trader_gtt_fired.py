@@ -8,8 +8,8 @@ from datetime import timedelta
 from tests.integration.trader_scenario_support import NO_ADDS, START, buys, legs, opened, sells
 from tests.trading_rig import make_rig
 from Webapp.broker.base import GttState, OrderType
-from Webapp.storage.states import ExitReason, GttIntentState, LegState
-from Webapp.strategy import gateway as gw
+from Webapp.execution import gateway as gw
+from Webapp.states import ExitReason, GttIntentState, LegState
 
 
 def test_no_leg_is_added_on_the_price_that_sells_p1_at_its_target(tmp_path):

@@ -6,8 +6,8 @@ import pytest
 
 from tests.trading_rig import make_rig
 from Webapp.broker.base import OrderRequest, OrderType, Side
-from Webapp.storage.states import ExitReason, GttIntentState, LegState
-from Webapp.strategy import gateway as gw
+from Webapp.execution import gateway as gw
+from Webapp.states import ExitReason, GttIntentState, LegState
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from tests.integration.trader_scenario_support import (
 from tests.trading_rig import make_rig, rig_params
 from Webapp.broker.base import GttState, OrderType, Side
 from Webapp.config.params import LegParams
-from Webapp.storage.states import ExitReason, GttIntentState, LegState
-from Webapp.strategy import gateway as gw
+from Webapp.execution import gateway as gw
+from Webapp.states import ExitReason, GttIntentState, LegState
 from Webapp.strategy.actions import SkipReason
 
 

@@ -8,9 +8,9 @@ from markupsafe import escape
 from tests.conftest import csrf_token
 from tests.integration import trading_support
 from tests.integration.trading_support import wait_for_view, watch_views
+from Webapp.execution.commands import CommandKind
+from Webapp.execution.trading_view import TradingState
 from Webapp.storage import audit
-from Webapp.strategy.commands import CommandKind
-from Webapp.strategy.trading_view import TradingState
 from Webapp.web.trading import ACTIONS, send_command
 
 # The shared fixtures (a not-started runtime; the real services), used here by name.
@@ -145,7 +145,7 @@ def test_an_engine_that_does_not_answer_in_time_is_reported_as_sent(built_runtim
     )
 
 
-# --- these need the engine's real command handling (Webapp/strategy/engine.py) --------
+# --- these need the engine's real command handling (Webapp/execution/engine.py) --------
 
 
 def running_trader(client, runtime, seen) -> None:

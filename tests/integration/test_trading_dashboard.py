@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from tests.integration import trading_support
 from tests.integration.trading_support import OPENED, leg, sample_view, show
-from Webapp.strategy.trading_view import DayPnl, ErrorView, TradingState
+from Webapp.execution.trading_view import DayPnl, ErrorView, TradingState
 from Webapp.web.extensions import socketio
 from Webapp.web.sockets import TRADING_EVENT, PriceBridge, TradingBridge
 

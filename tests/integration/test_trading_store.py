@@ -15,15 +15,15 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from Webapp.storage import migrate
-from Webapp.storage.db import make_engine, make_session_factory, transaction
-from Webapp.storage.states import (
+from Webapp.states import (
     ExitReason,
     IllegalTransition,
     LadderState,
     LegState,
     OrderIntentState,
 )
+from Webapp.storage import migrate
+from Webapp.storage.db import make_engine, make_session_factory, transaction
 from Webapp.storage.trading_exits import (
     exit_intent,
     exit_order_not_filled,

@@ -12,11 +12,11 @@ from tests.trading_history import flat_candles, store_history, trading_sessions,
 from tests.trading_rig import T0, PaperRig, rig_params
 from Webapp.broker.base import Side
 from Webapp.config.params import LegParams
+from Webapp.execution import gateway as gw
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Timeframe
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.storage.trading_models import Trade
-from Webapp.strategy import gateway as gw
 
 CALENDAR = MarketCalendar.nse()
 START = T0  # Wednesday 25 Nov 2026, 10:00 IST: a trading day

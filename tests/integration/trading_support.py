@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from Webapp.runtime import Runtime
-from Webapp.services import start_services
-from Webapp.strategy.trading_view import (
+from Webapp.execution.runtime import Runtime
+from Webapp.execution.trading_view import (
     TRADING_TOPIC,
     DayPnl,
     ErrorView,
@@ -21,6 +20,7 @@ from Webapp.strategy.trading_view import (
     TradingState,
     TradingView,
 )
+from Webapp.services import start_services
 
 # 09:30 IST: the opening time shown on the page.
 OPENED = datetime(2025, 3, 10, 4, 0, tzinfo=UTC)

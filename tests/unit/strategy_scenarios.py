@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from Webapp.config.params import Params, load_params
-from Webapp.storage.states import ExitReason, LadderState, LegState
+from Webapp.states import ExitReason, LadderState, LegState
 from Webapp.strategy.actions import Action, Buy, Exit, ModifyGtt, RaiseStop
 from Webapp.strategy.ladder import (
     Ladder,

@@ -9,14 +9,14 @@ import pytest
 
 from tests.unit.paper_support import make_broker, market
 from Webapp.broker.base import Side
-from Webapp.market.calendar import MarketCalendar
-from Webapp.strategy.clock import (
+from Webapp.execution.clock import (
     SimulatedClock,
     WallClock,
     is_trading_time,
     next_session_open,
     session_date,
 )
+from Webapp.market.calendar import MarketCalendar
 
 START = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # a Monday, 08:30 IST: before the open
 IST = timezone(timedelta(hours=5, minutes=30))

@@ -7,8 +7,8 @@ import queue
 import pytest
 
 from Webapp.event_bus import EventBus
+from Webapp.execution.engine import ENGINE_TOPIC, PRICES_TOPIC, Engine, EngineState
 from Webapp.market.ltp_store import LTPStore
-from Webapp.strategy.engine import ENGINE_TOPIC, PRICES_TOPIC, Engine, EngineState
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from Webapp.broker.base import (
     Side,
 )
 from Webapp.broker.paper import PaperBroker
-from Webapp.strategy.clock import SimulatedClock
-from Webapp.strategy.gateway import (
+from Webapp.execution.clock import SimulatedClock
+from Webapp.execution.gateway import (
     CancelOrder,
     DeleteGtt,
     Done,
@@ -300,7 +300,7 @@ def test_an_unexpected_exception_is_wrapped_logged_and_the_gateway_goes_on(
     paper = gated(clock, FaultyBroker)
     paper.raises = KeyError("average_price")
     gateway = make_gateway(paper)
-    with caplog.at_level(logging.ERROR, logger="Webapp.strategy.gateway"):
+    with caplog.at_level(logging.ERROR, logger="Webapp.execution.gateway"):
         gateway.submit(PlaceOrder("leg-1", market(Side.BUY, 1, tag="Lbug")))
         gateway.submit(ReconcilePositions("recon"))
         placed, read = results.take(2)
@@ -372,7 +372,7 @@ def test_a_deliver_that_raises_is_logged_and_later_results_still_flow(broker, cl
     gateway = OrderGateway(broker, deliver, clock=clock)
     gateway.start()
     try:
-        with caplog.at_level(logging.ERROR, logger="Webapp.strategy.gateway"):
+        with caplog.at_level(logging.ERROR, logger="Webapp.execution.gateway"):
             gateway.submit(ReconcileOrders("lost"))
             gateway.submit(ReconcileOrders("kept"))
             assert delivered.next().request.intent_id == "kept"

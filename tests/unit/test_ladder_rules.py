@@ -8,7 +8,7 @@ import pytest
 
 from tests.unit.strategy_scenarios import DEFAULTS, SYMBOL, T0, Replay, Scenario, params, replay
 from Webapp.broker.base import GttType, round_down_to_tick
-from Webapp.storage.states import ExitReason, LadderState, LegState
+from Webapp.states import ExitReason, LadderState, LegState
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, PlaceGtt, RaiseStop, Skip, SkipReason
 from Webapp.strategy.ladder import Ladder, gtt_placed, on_fill, on_price
 from Webapp.strategy.limits import Book

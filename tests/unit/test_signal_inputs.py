@@ -18,6 +18,7 @@ from tests.trading_history import (
 )
 from tests.unit.strategy_scenarios import DEFAULTS
 from Webapp.event_bus import EventBus
+from Webapp.execution.signal_inputs import CandleInputs, SignalCandles, snapshots
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.candle_recorder import CANDLES_TOPIC
@@ -25,7 +26,6 @@ from Webapp.market.ltp_store import LTPStore, Quote
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.strategy.actions import Buy, SkipReason
 from Webapp.strategy.limits import Book, leg_quantity
-from Webapp.strategy.signal_inputs import CandleInputs, SignalCandles, snapshots
 from Webapp.strategy.signals import scan
 
 CALENDAR = MarketCalendar.nse()

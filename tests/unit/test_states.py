@@ -2,7 +2,7 @@
 
 import pytest
 
-from Webapp.storage.states import (
+from Webapp.states import (
     GTT_TRANSITIONS,
     LADDER_TRANSITIONS,
     LEG_TRANSITIONS,

@@ -13,10 +13,10 @@ from collections import deque
 from datetime import datetime
 
 from Webapp.broker.base import Broker, OrderUpdate
-from Webapp.strategy.clock import Clock
-from Webapp.strategy.commands import Command
-from Webapp.strategy.gateway import Done, Failed, GatewayRequest, OrderGateway
-from Webapp.strategy.trader import Trader
+from Webapp.execution.clock import Clock
+from Webapp.execution.commands import Command
+from Webapp.execution.gateway import Done, Failed, GatewayRequest, OrderGateway
+from Webapp.execution.trader import Trader
 
 
 class InlineGateway:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from Webapp.storage.states import ExitReason, GttIntentState, LadderState, LegState
+from Webapp.states import ExitReason, GttIntentState, LadderState, LegState
 from Webapp.storage.trading_models import Ladder as LadderRow
 from Webapp.storage.trading_models import Trade, TradeGtt
 from Webapp.storage.trading_store import LIVE_GTT_STATES

@@ -11,23 +11,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from Webapp.config.params import ParamsError
-from Webapp.market.calendar import IST
-from Webapp.storage import audit, param_versions
-from Webapp.storage.db import transaction
-from Webapp.storage.states import ExitReason, LegState
-from Webapp.strategy.commands import Command, CommandKind
-from Webapp.strategy.limits import daily_loss_hit
-from Webapp.strategy.slots import HELD
-from Webapp.strategy.trading_view import (
+from Webapp.execution.commands import Command, CommandKind
+from Webapp.execution.slots import HELD
+from Webapp.execution.trading_view import (
     DayPnl,
     LadderView,
     LegView,
     TradingState,
     TradingView,
 )
+from Webapp.market.calendar import IST
+from Webapp.states import ExitReason, LegState
+from Webapp.storage import audit, param_versions
+from Webapp.storage.db import transaction
+from Webapp.strategy.limits import daily_loss_hit
 
 if TYPE_CHECKING:
-    from Webapp.strategy.trader import Trader
+    from Webapp.execution.trader import Trader
 
 
 class Controls:

@@ -40,16 +40,23 @@ from Webapp.broker.base import (
     new_tag,
 )
 from Webapp.config.params import Params
+from Webapp.execution import gateway as gw
+from Webapp.execution.clock import Clock
+from Webapp.execution.commands import Command
+from Webapp.execution.reconcile import Reconciler
+from Webapp.execution.signal_inputs import SignalCandles, snapshots
+from Webapp.execution.slots import HELD, LIVE, LadderSlot, LegSlot
+from Webapp.execution.trader_controls import Controls
+from Webapp.execution.trader_exits import ExitFlow
+from Webapp.execution.trader_gtts import GttFlow
+from Webapp.execution.trading_view import ErrorView, OrderView, SignalView, TradingState
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.ltp_store import LTPStore
+from Webapp.states import ExitReason, IllegalTransition, LegState, OrderIntentState
 from Webapp.storage import trading_store
 from Webapp.storage.db import transaction
-from Webapp.storage.states import ExitReason, IllegalTransition, LegState, OrderIntentState
 from Webapp.storage.trading_models import Trade
-from Webapp.strategy import gateway as gw
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, RaiseStop, Skip
-from Webapp.strategy.clock import Clock
-from Webapp.strategy.commands import Command
 from Webapp.strategy.ladder import (
     Ladder,
     Leg,
@@ -61,14 +68,7 @@ from Webapp.strategy.ladder import (
     stop_raised,
 )
 from Webapp.strategy.limits import Book
-from Webapp.strategy.reconcile import Reconciler
-from Webapp.strategy.signal_inputs import SignalCandles, snapshots
 from Webapp.strategy.signals import scan
-from Webapp.strategy.slots import HELD, LIVE, LadderSlot, LegSlot
-from Webapp.strategy.trader_controls import Controls
-from Webapp.strategy.trader_exits import ExitFlow
-from Webapp.strategy.trader_gtts import GttFlow
-from Webapp.strategy.trading_view import ErrorView, OrderView, SignalView, TradingState
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from sqlalchemy import Engine as DbEngine
@@ -13,16 +13,27 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from Webapp.broker.base import Broker
-from Webapp.broker.factory import PAPER_ACCOUNT, BrokerConfigError, kite_broker, paper_broker
+from Webapp.broker.factory import (
+    PAPER_ACCOUNT,
+    BrokerConfigError,
+    KiteCredentialSource,
+    kite_broker,
+    paper_broker,
+)
 from Webapp.config.params import Params, load_params, parse_params_text
 from Webapp.config.settings import FeedKind, Settings, TradingMode
 from Webapp.event_bus import EventBus
+from Webapp.execution.builders import Driver, build_trader
+from Webapp.execution.clock import Clock, FeedClock, WallClock
+from Webapp.execution.engine import Engine, EngineState
+from Webapp.execution.gateway import OrderGateway
+from Webapp.execution.signal_inputs import SignalCandles
+from Webapp.execution.trading_view import TradingState
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Timeframe
 from Webapp.market.candle_recorder import CandleRecorder
 from Webapp.market.feed_factory import (
     FeedConfigError,
-    KiteCredentialSource,
     build_feed,
     previous_closes,
 )
@@ -32,12 +43,6 @@ from Webapp.market.ohlcv import OHLCVStore
 from Webapp.market.universe import UniverseMember, load_universe
 from Webapp.storage import migrate
 from Webapp.storage.db import make_engine, make_session_factory
-from Webapp.strategy.clock import Clock, FeedClock, WallClock
-from Webapp.strategy.engine import Engine, EngineState
-from Webapp.strategy.gateway import OrderGateway
-from Webapp.strategy.signal_inputs import SignalCandles
-from Webapp.strategy.trader import Trader, TraderConfig
-from Webapp.strategy.trading_view import TradingState
 
 log = logging.getLogger(__name__)
 
@@ -159,35 +164,30 @@ class Runtime:
             # The last tick's time, not the estimate between ticks: scans judge freshness
             # at tick times, as a backtest does, whatever REPLAY_SPEED is.
             clock = FeedClock(lambda: feed.last_tick_at, start)
-        exchange = None
         if broker is None:
-            # Orders placed between ticks price off the store's latest quote; the engine
+            # Orders placed between ticks price off the store's latest quote; the trader
             # drives its on_price (fills, exit timeouts, GTT triggers) before the rules.
-            paper = paper_broker(settings, params, sessions, store.ltp, clock.now)
-            broker, exchange = paper, paper.on_price
+            broker = paper_broker(settings, params, sessions, store.ltp, clock.now)
         engine = Engine(store, bus)
         gateway = OrderGateway(broker, engine.submit, clock=clock)
         signal_candles = SignalCandles(
             ohlcv, calendar, Timeframe(params.signal_timeframe), fallback_prev_close=references
         )
         signal_candles.subscribe(bus)
-        trader = Trader(
-            config=TraderConfig(
-                account="live" if live else PAPER_ACCOUNT,
-                universe=symbols,
-                use_exchange_time=replay,
-                gtt_sync_every=timedelta(seconds=30) if live else None,
-            ),
+        trader = build_trader(
+            Driver.LIVE if live else Driver.PAPER,
             broker=broker,
+            submit=gateway.send,
             sessions=sessions,
             params=params,
-            calendar=calendar,
             clock=clock,
             store=store,
+            universe=symbols,
+            account="live" if live else PAPER_ACCOUNT,
+            calendar=calendar,
             signal_candles=signal_candles,
-            submit=gateway.send,
-            exchange=exchange,
             params_loader=_params_loader(settings),
+            market_time=replay,
         )
         broker.on_order_update(engine.submit)
         engine.attach(

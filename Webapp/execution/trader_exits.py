@@ -25,15 +25,15 @@ from Webapp.broker.base import (
     round_down_to_tick,
 )
 from Webapp.broker.charges import order_charges
+from Webapp.execution import gateway as gw
+from Webapp.execution.slots import GttWork, LadderSlot, LegSlot
+from Webapp.execution.trading_view import TradingState
+from Webapp.states import ExitReason, IllegalTransition, LegState, OrderIntentState
 from Webapp.storage import trading_exits, trading_gtts, trading_store
-from Webapp.storage.states import ExitReason, IllegalTransition, LegState, OrderIntentState
-from Webapp.strategy import gateway as gw
 from Webapp.strategy.ladder import STOP_REASONS
-from Webapp.strategy.slots import GttWork, LadderSlot, LegSlot
-from Webapp.strategy.trading_view import TradingState
 
 if TYPE_CHECKING:
-    from Webapp.strategy.trader import Trader
+    from Webapp.execution.trader import Trader
 
 RETRY_AFTER = timedelta(seconds=5)
 GONE = frozenset(

@@ -13,16 +13,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from Webapp.broker.base import BrokerError, Gtt, GttState
+from Webapp.execution import gateway as gw
+from Webapp.execution.slots import GttWork, LadderSlot
+from Webapp.execution.trading_view import TradingState
+from Webapp.states import ExitReason, LegState
 from Webapp.storage import trading_gtts
-from Webapp.storage.states import ExitReason, LegState
-from Webapp.strategy import gateway as gw
 from Webapp.strategy.actions import ModifyGtt, PlaceGtt
 from Webapp.strategy.ladder import gtt_placed, placeable
-from Webapp.strategy.slots import GttWork, LadderSlot
-from Webapp.strategy.trading_view import TradingState
 
 if TYPE_CHECKING:
-    from Webapp.strategy.trader import Trader
+    from Webapp.execution.trader import Trader
 
 # A refused GTT placement is tried again after this long (never in a tight loop).
 RETRY_AFTER = timedelta(seconds=5)

@@ -33,20 +33,20 @@ from Webapp.broker.base import (
     Position,
     Side,
 )
+from Webapp.execution import gateway as gw
+from Webapp.execution.slots import HELD, GttWork, LadderSlot, ladder_slot_from_row
+from Webapp.execution.trading_view import TradingState
 from Webapp.market.calendar import IST
+from Webapp.states import GttIntentState, LadderState, LegState, OrderIntentState
 from Webapp.storage import trading_gtts, trading_store
 from Webapp.storage.db import transaction
-from Webapp.storage.states import GttIntentState, LadderState, LegState, OrderIntentState
 from Webapp.storage.trading_models import Ladder as LadderRow
 from Webapp.storage.trading_models import Trade, TradeGtt, TradeOrder
 from Webapp.storage.trading_reads import open_ladders, todays_realised_pnl
-from Webapp.strategy import gateway as gw
 from Webapp.strategy.actions import ModifyGtt
-from Webapp.strategy.slots import HELD, GttWork, LadderSlot, ladder_slot_from_row
-from Webapp.strategy.trading_view import TradingState
 
 if TYPE_CHECKING:
-    from Webapp.strategy.trader import Trader
+    from Webapp.execution.trader import Trader
 
 ENTRY_TAG = re.compile(r"^E[0-9a-f]{16}$")  # new_tag("E"): our buys
 READS = ("orders", "gtts", "positions", "holdings")

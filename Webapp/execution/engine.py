@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 from Webapp.broker.base import OrderUpdate
 from Webapp.event_bus import EventBus
+from Webapp.execution.commands import Command, CommandKind
+from Webapp.execution.gateway import Done, Failed, OrderGateway
+from Webapp.execution.trading_view import TRADING_TOPIC, TradingView, empty_view
 from Webapp.market.ltp_store import LTPStore, Quote
-from Webapp.strategy.commands import Command, CommandKind
-from Webapp.strategy.gateway import Done, Failed, OrderGateway
-from Webapp.strategy.trading_view import TRADING_TOPIC, TradingView, empty_view
 
 if TYPE_CHECKING:
-    from Webapp.strategy.trader import Trader
+    from Webapp.execution.trader import Trader
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from Webapp.broker.base import (
     OrderRequest,
     OrderType,
 )
-from Webapp.strategy.clock import Clock
+from Webapp.execution.clock import Clock
 
 log = logging.getLogger(__name__)
 
