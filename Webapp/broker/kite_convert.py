@@ -43,6 +43,8 @@ _STATES = {
     "OPEN": OrderState.OPEN,
     "TRIGGER PENDING": OrderState.OPEN,  # resting at the exchange, waiting for its trigger
     "MODIFIED": OrderState.OPEN,  # a history step: the order rests with new terms
+    # Postbacks and ticker updates: an open order was modified or partly filled.
+    "UPDATE": OrderState.OPEN,
 }
 # Order types beyond the two the engine sends, for orders a person placed by hand.
 _ORDER_TYPES = {"MARKET": OrderType.MARKET, "LIMIT": OrderType.LIMIT, "SL": OrderType.LIMIT}
