@@ -49,10 +49,12 @@ OrderUpdateHook = Callable[[dict[str, Any], str | None], None]
 
 @dataclass(frozen=True)
 class OrderBehaviour:
-    """How the exchange treats one order, set by a fault: reject it, or cap its fill."""
+    """How the exchange treats one order, set by a fault: reject it, cap its fill, or (the
+    order of a firing GTT) fail to place it at all."""
 
     reject: str | None = None  # status_message of a rejection after acceptance
     partial: int | None = None  # fill this many, then rest OPEN until modified
+    fail: str | None = None  # a GTT's order never placed: its order_result's rejection_reason
 
 
 class Exchange:
@@ -383,8 +385,13 @@ class Exchange:
             "price": str(spec["price"]),
             "validity": "DAY",
         }
+        behaviour = self.gtt_order_behaviour()
+        if behaviour is not None and behaviour.fail is not None:
+            result = {"status": "failed", "order_id": "", "rejection_reason": behaviour.fail}
+            self.gtt_book.mark_triggered(gtt, leg, last_price, self.now(), result)
+            return
         try:
-            order = self.place_order("regular", form, self.gtt_order_behaviour())
+            order = self.place_order("regular", form, behaviour)
         except KiteError as exc:
             result = {"status": "failed", "order_id": "", "rejection_reason": exc.message}
         else:

@@ -33,7 +33,13 @@ from tests.kitesim.exchange import DEFAULT_CASH, DEFAULT_USER_ID, Exchange, Orde
 from tests.kitesim.historical import INSTRUMENTS_CSV, HistoricalSim, HistRequest
 from tests.kitesim.order_book import KiteError, input_error
 from tests.kitesim.order_updates import OrderUpdates
-from tests.kitesim.rest_faults import DEFAULT_REJECTION, ERRORS, Fault, FaultBoard
+from tests.kitesim.rest_faults import (
+    DEFAULT_GTT_FAILURE,
+    DEFAULT_REJECTION,
+    ERRORS,
+    Fault,
+    FaultBoard,
+)
 from tests.kitesim.session import BAD_CREDENTIALS, Sessions
 from tests.kitesim.ticker import DEFAULT_ACCESS_TOKEN, DEFAULT_API_KEY, TickerSim
 from Webapp.market.instruments import InstrumentMap, UnknownInstrument
@@ -480,6 +486,8 @@ class KiteRestSim:
             return None
         if fault.kind == "reject":
             return OrderBehaviour(reject=fault.message or DEFAULT_REJECTION)
+        if fault.kind == "failed":
+            return OrderBehaviour(fail=fault.message or DEFAULT_GTT_FAILURE)
         return OrderBehaviour(partial=fault.filled)
 
 
