@@ -269,7 +269,7 @@ class Exchange:
     def new_day(self) -> None:
         """Close the day: CNC positions become holdings; orders and trades start empty."""
         with self.lock:
-            self.portfolio.new_day()
+            self.portfolio.new_day(dict(self.prices))
             self.orders.clear()
             self.trades.clear()
             self._changed.notify_all()
@@ -285,6 +285,10 @@ class Exchange:
     def margins_kite(self) -> dict[str, Any]:
         with self.lock:
             return self.portfolio.margins_kite(self._blocked(), self.prices)
+
+    def commodity_margins_kite(self) -> dict[str, Any]:
+        with self.lock:
+            return self.portfolio.commodity_margins_kite()
 
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
@@ -334,9 +338,9 @@ class Exchange:
             and not o.is_buy
             and not o.is_final
             and o.product == "CNC"
-            and o.instrument.token == order.instrument.token
+            and o.instrument.symbol == order.instrument.symbol
         )
-        sellable = self.portfolio.sellable(order.instrument, "CNC") - selling
+        sellable = self.portfolio.sellable(order.instrument) - selling
         if order.quantity > sellable:
             return (
                 f"Insufficient holdings: {max(sellable, 0)} {order.instrument.symbol} "

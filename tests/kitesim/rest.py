@@ -297,7 +297,7 @@ class KiteRestSim:
             "/user/margins",
             "margins",
             "GET",
-            lambda: {"equity": ex.margins_kite(), "commodity": _no_margins()},
+            lambda: {"equity": ex.margins_kite(), "commodity": ex.commodity_margins_kite()},
         )
         route("/user/margins/<segment>", "margins", "GET", self._segment_margins)
         route("/orders", "orders", "GET", ex.orders_kite)
@@ -432,7 +432,7 @@ class KiteRestSim:
         if segment == "equity":
             return self.exchange.margins_kite()
         if segment == "commodity":
-            return _no_margins()
+            return self.exchange.commodity_margins_kite()
         raise input_error("Invalid segment. Should be `equity` or `commodity`.")
 
     def _place_order(self, variety: str) -> dict[str, str]:
@@ -500,7 +500,3 @@ def _trigger_id(raw: str) -> int:
         return int(raw)
     except ValueError:
         raise input_error("Invalid trigger ID.") from None
-
-
-def _no_margins() -> dict[str, Any]:
-    return {"enabled": False, "net": 0, "available": {}, "utilised": {}}
