@@ -155,12 +155,14 @@ def to_position(raw: Mapping[str, Any]) -> Position:
 
 
 def to_holding(raw: Mapping[str, Any]) -> Holding:
+    """A delivery holding; the `mtf` block (shares bought on margin) is another product."""
     return Holding(
         symbol=str(raw.get("tradingsymbol") or ""),
         quantity=_int(raw.get("quantity")) + _int(raw.get("t1_quantity")),
         average_price=_float(raw.get("average_price")),
         last_price=_float(raw.get("last_price")),
         exchange=str(raw.get("exchange") or EXCHANGE_NSE),
+        used_quantity=_int(raw.get("used_quantity")),
     )
 
 
