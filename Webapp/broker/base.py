@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -234,13 +234,36 @@ class Position:
 
 @dataclass(frozen=True)
 class Holding:
-    """Delivery holdings; `quantity` includes T1 shares not yet settled."""
+    """Delivery holdings of earlier days; `quantity` includes T1 shares not yet settled.
+
+    `used_quantity` of them were sold today (Kite shows that sale as a negative CNC
+    position too); `exchange` is only where the broker lists the scrip.
+    """
 
     symbol: str
     quantity: int
     average_price: float
     last_price: float
     exchange: str = EXCHANGE_NSE
+    used_quantity: int = 0
+
+
+def shares_held(holdings: Iterable[Holding], positions: Iterable[Position]) -> dict[str, int]:
+    """The shares held in each symbol (symbols with none are left out).
+
+    STRATEGY.md: holdings quantity − `used_quantity` (sold from holdings today) + today's
+    CNC position on NSE; other products (MIS, NRML, MTF) and exchanges do not count. A
+    sale out of holdings shows both in `used_quantity` and as a negative CNC position:
+    it is taken off once, so a negative position adds nothing (the part of a sale the
+    day's own buys covered is in the position, not in `used_quantity`).
+    """
+    held: dict[str, int] = {}
+    for h in holdings:
+        held[h.symbol] = held.get(h.symbol, 0) + h.quantity - h.used_quantity
+    for p in positions:
+        if p.product == PRODUCT_CNC and p.exchange == EXCHANGE_NSE and p.quantity > 0:
+            held[p.symbol] = held.get(p.symbol, 0) + p.quantity
+    return {symbol: quantity for symbol, quantity in held.items() if quantity}
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ _STATES = {
     "OPEN": OrderState.OPEN,
     "TRIGGER PENDING": OrderState.OPEN,  # resting at the exchange, waiting for its trigger
     "MODIFIED": OrderState.OPEN,  # a history step: the order rests with new terms
+    # Postbacks and ticker updates: an open order was modified or partly filled.
+    "UPDATE": OrderState.OPEN,
 }
 # Order types beyond the two the engine sends, for orders a person placed by hand.
 _ORDER_TYPES = {"MARKET": OrderType.MARKET, "LIMIT": OrderType.LIMIT, "SL": OrderType.LIMIT}
@@ -153,12 +155,14 @@ def to_position(raw: Mapping[str, Any]) -> Position:
 
 
 def to_holding(raw: Mapping[str, Any]) -> Holding:
+    """A delivery holding; the `mtf` block (shares bought on margin) is another product."""
     return Holding(
         symbol=str(raw.get("tradingsymbol") or ""),
         quantity=_int(raw.get("quantity")) + _int(raw.get("t1_quantity")),
         average_price=_float(raw.get("average_price")),
         last_price=_float(raw.get("last_price")),
         exchange=str(raw.get("exchange") or EXCHANGE_NSE),
+        used_quantity=_int(raw.get("used_quantity")),
     )
 
 

@@ -18,6 +18,9 @@ Decisions the spec leaves open:
 - An open LIMIT SELL is an exit: `exit_timeout_s` after it was placed (at or after)
   it becomes a MARKET order and fills at LTP × (1 − slippage). LIMIT buys rest until
   cancelled.
+- holdings() and positions() read as Kite's do: today's (IST) fills are the day's net
+  CNC position, holdings are the shares the day opened with, and a sale beyond the
+  day's buys counts in their `used_quantity`; base.shares_held counts each share once.
 - Nothing in the model is random: `seed` only prefixes order ids, so two accounts (paper
   and a backtest) never hand out the same id. Same clock, seed and prices, same result.
 - One PaperBroker per account at a time, like the engine it serves (a single writer).
@@ -303,24 +306,19 @@ class PaperBroker(Broker):
     # --- account --------------------------------------------------------------------
 
     def positions(self) -> list[Position]:
-        """Today's net per symbol from today's fills; P&L as Kite reckons it."""
+        """Today's net CNC position per symbol from today's fills (negative for a sale out
+        of holdings, as on Kite); P&L as Kite reckons it."""
         with self._sessions() as session:
             fills = store.fills(session, self._account_id, store.ist_day(self._clock()))
         return ledger.positions(fills, self._price)
 
     def holdings(self) -> list[Holding]:
+        """As on Kite: the shares the day (IST) opened with, `used_quantity` of them sold
+        today; today's buys are in positions() only (base.shares_held adds the two)."""
         with self._sessions() as session:
-            rows = store.holdings(session, self._account_id)
-        return [
-            Holding(
-                symbol=row.symbol,
-                quantity=row.quantity,
-                average_price=row.average_price,
-                last_price=self._price(row.symbol) or row.average_price,
-                exchange=row.exchange,
-            )
-            for row in rows
-        ]
+            rows = store.holdings(session, self._account_id, sold_out=True)
+            fills = store.fills(session, self._account_id, store.ist_day(self._clock()))
+            return ledger.holdings_as_day_opened(rows, fills, self._price)
 
     def margins(self) -> Margins:
         """Cash less what open BUY orders hold back (their limit value and its charges)."""

@@ -12,6 +12,7 @@ from Webapp.broker import paper_book as book
 from Webapp.broker import paper_store as store
 from Webapp.broker.base import (
     GttRequest,
+    Holding,
     InputRejected,
     Order,
     OrderState,
@@ -291,7 +292,51 @@ def buy_refusal(
     return None
 
 
-# --- today's positions ----------------------------------------------------------------
+# --- holdings and positions as Kite shows them ---------------------------------------
+
+
+def holdings_as_day_opened(
+    rows: list[PaperHolding],
+    todays_fills: list[PaperFill],
+    price_of: Callable[[str], float | None],
+) -> list[Holding]:
+    """Kite's holdings: the shares of earlier days, with `used_quantity` sold today.
+
+    The books hold the shares now; the day's fills are undone, newest first, to find
+    what the day opened with (a sell at average cost left the average alone, and its
+    realised P&L gives that average back). A sell is matched against the same day's
+    buys first, as Kite does: only what it takes beyond them is `used_quantity`.
+    """
+    fills: dict[tuple[str, str], list[PaperFill]] = {}
+    for f in todays_fills:
+        fills.setdefault((f.exchange, f.symbol), []).append(f)
+    result = []
+    for row in rows:
+        quantity, average = row.quantity, row.average_price
+        bought = sold = 0
+        for f in reversed(fills.get((row.exchange, row.symbol), [])):
+            if f.side == Side.BUY.value:
+                bought += f.quantity
+                before = quantity - f.quantity
+                average = (quantity * average - f.quantity * f.price) / before if before else 0.0
+                quantity = before
+            else:
+                sold += f.quantity
+                average = f.price - f.realised_pnl / f.quantity
+                quantity += f.quantity
+        if quantity <= 0:
+            continue  # bought today: a position only
+        result.append(
+            Holding(
+                symbol=row.symbol,
+                quantity=quantity,
+                average_price=round(average, 6),  # undoing fills leaves float noise
+                last_price=price_of(row.symbol) or average,
+                exchange=row.exchange,
+                used_quantity=min(quantity, max(0, sold - bought)),
+            )
+        )
+    return result
 
 
 def positions(fills: list[PaperFill], price_of: Callable[[str], float | None]) -> list[Position]:

@@ -320,14 +320,12 @@ def held_quantity(session: Session, account_id: int, exchange: str, symbol: str)
     return row.quantity if row is not None else 0
 
 
-def holdings(session: Session, account_id: int) -> list[PaperHolding]:
-    return list(
-        session.scalars(
-            select(PaperHolding)
-            .where(PaperHolding.account_id == account_id, PaperHolding.quantity > 0)
-            .order_by(PaperHolding.symbol)
-        )
-    )
+def holdings(session: Session, account_id: int, *, sold_out: bool = False) -> list[PaperHolding]:
+    """The account's holdings now (`sold_out`: with those sold down to 0 too)."""
+    query = select(PaperHolding).where(PaperHolding.account_id == account_id)
+    if not sold_out:
+        query = query.where(PaperHolding.quantity > 0)
+    return list(session.scalars(query.order_by(PaperHolding.symbol)))
 
 
 def dp_billed(session: Session, account_id: int, exchange: str, symbol: str, day: date) -> bool:

@@ -17,7 +17,6 @@ A mixin of Trader (trader.py).
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from Webapp.broker.base import (
     OrderState,
     Position,
     Side,
+    shares_held,
 )
 from Webapp.execution import gateway as gw
 from Webapp.execution.slots import HELD, GttWork, LadderSlot, ladder_slot_from_row
@@ -261,11 +261,7 @@ class Reconciler:
 
         More is fine: the account may hold the same scrip outside the strategy.
         """
-        broker_qty: dict[str, int] = defaultdict(int)
-        for p in positions:
-            broker_qty[p.symbol] += max(p.quantity, 0)
-        for h in holdings:
-            broker_qty[h.symbol] += max(h.quantity, 0)
+        broker_qty = shares_held(holdings, positions)
         problems = []
         for ls in self.ladders.values():
             held = [
@@ -274,11 +270,11 @@ class Reconciler:
                 if ls.leg(n).state in HELD and not ls.legs[n].gtt_order_id
             ]
             ours = sum(q for _, q in held)
-            if ours > broker_qty[ls.symbol]:
+            if ours > broker_qty.get(ls.symbol, 0):
                 legs = ", ".join(f"P{n}" for n, _ in held)
                 problems.append(
                     f"{ls.symbol}: legs {legs} hold {ours} shares but the broker "
-                    f"shows {broker_qty[ls.symbol]}"
+                    f"shows {broker_qty.get(ls.symbol, 0)}"
                 )
         return problems
 

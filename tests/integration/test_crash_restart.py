@@ -48,7 +48,7 @@ from tests.integration.crash_child import (
 )
 from tests.kitesim.rest import KiteRestSim
 from tests.trading_rig import T0, PaperRig
-from Webapp.broker.base import GttState, OrderState, Side
+from Webapp.broker.base import GttState, OrderState, Side, shares_held
 from Webapp.broker.paper import PaperBroker
 from Webapp.execution.commands import CommandKind
 from Webapp.execution.trading_view import TradingState
@@ -211,14 +211,10 @@ def check_crash_state(db_url: str, step: str, sim: KiteRestSim | None) -> float 
 HELD_STATES = {s.value for s in (LegState.PROTECTING, LegState.OPEN, LegState.PENDING_EXIT)}
 
 
-def broker_shares(rig: PaperRig, mode: str) -> int:
-    """The INFY shares the account holds. Kite: today's net position plus the holdings of
-    earlier days. The paper account's holding already counts today's fills."""
-    broker = rig.broker
-    held = sum(h.quantity for h in broker.holdings() if h.symbol == SYMBOL)
-    if mode == "paper":
-        return held
-    return held + sum(p.quantity for p in broker.positions() if p.symbol == SYMBOL)
+def broker_shares(rig: PaperRig) -> int:
+    """The INFY shares the account holds, read the same way from Kite and from paper:
+    holdings of earlier days less what was sold of them today, plus today's buys."""
+    return shares_held(rig.broker.holdings(), rig.broker.positions()).get(SYMBOL, 0)
 
 
 def check_protected(rig: PaperRig, stop_floor: float | None) -> None:
@@ -271,7 +267,7 @@ def check_books(rig: PaperRig, mode: str) -> None:
         assert leg.charges is not None and leg.charges > 0
         assert leg.pnl_net == round(leg.pnl - leg.charges, 2)
     held = sum(g.qty for g in legs.values() if g.status in HELD_STATES)
-    assert broker_shares(rig, mode) == held, "shares at the broker and in the open legs differ"
+    assert broker_shares(rig) == held, "shares at the broker and in the open legs differ"
 
 
 def restart(mode: str, db_url: str, sim: KiteRestSim | None) -> PaperRig:

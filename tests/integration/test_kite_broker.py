@@ -11,6 +11,7 @@ from tests.integration import test_kite_broker_support as support
 from tests.integration.test_kite_broker_support import buy, oco, sell, single
 from Webapp.broker.base import (
     CircuitOpen,
+    GttOrderResult,
     GttState,
     GttType,
     InputRejected,
@@ -143,6 +144,20 @@ def test_deleting_a_gtt_that_already_fired_says_triggered(broker, sim):
     assert broker.delete_gtt(gtt_id) is GttState.TRIGGERED
     fired = broker.get_gtt(gtt_id)
     assert fired.state is GttState.TRIGGERED and fired.results[0].order_id
+
+
+def test_a_gtt_whose_order_failed_reads_as_triggered_with_the_reason_and_no_order(broker, sim):
+    reason = "Your order price is lower than the current lower circuit limit of 975.50."
+    sim.fail_next("gtt.trigger", "failed", message=reason)
+    gtt_id = broker.place_gtt(oco())
+    sim.set_price("INFY", 974.0)
+
+    expected = (GttOrderResult(leg=0, order_id=None, status="failed", rejection_reason=reason),)
+    fired = broker.get_gtt(gtt_id)
+    assert (fired.state, fired.results) == (GttState.TRIGGERED, expected)
+    [listed] = broker.gtts()
+    assert (listed.gtt_id, listed.state, listed.results) == (gtt_id, GttState.TRIGGERED, expected)
+    assert broker.orders() == []
 
 
 @pytest.mark.parametrize(

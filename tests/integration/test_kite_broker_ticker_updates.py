@@ -76,3 +76,18 @@ def test_ticker_order_updates_are_emitted_once_per_distinct_state(wired):
     assert broker.ingest_order_update(kite_order("COMPLETE", 3), source="postback") is None
     ticker.send_order_update({**kite_order("OPEN"), "order_id": "260302000000008"})
     assert updates.get(timeout=WAIT_S).order.order_id == "260302000000008"  # nothing in between
+
+
+def test_a_ticker_update_of_a_partial_fill_keeps_the_order_open_with_its_fill(wired, caplog):
+    """Kite's websocket carries `UPDATE` for a partial fill: open, not pending, no warning."""
+    ticker, _broker, updates = wired
+    for status, filled in [("OPEN", 0), ("UPDATE", 1), ("OPEN", 1), ("COMPLETE", 3)]:
+        ticker.send_order_update(kite_order(status, filled))
+    seen = [updates.get(timeout=WAIT_S) for _ in range(3)]
+    assert [(u.order.state, u.order.filled_quantity) for u in seen] == [
+        (OrderState.OPEN, 0),
+        (OrderState.OPEN, 1),
+        (OrderState.FILLED, 3),
+    ]
+    assert updates.empty()  # the OPEN after the UPDATE says nothing new
+    assert "unknown Kite order status" not in caplog.text

@@ -18,6 +18,7 @@ from tests.conftest import csrf_token, with_settings
 from tests.kitesim.rest import KiteRestSim
 from Webapp import create_app
 from Webapp.broker import kite_session
+from Webapp.broker.base import OrderState
 from Webapp.broker.kite import KiteBroker
 from Webapp.broker.secrets import KEY_FILE_NAME
 from Webapp.storage import migrate
@@ -286,6 +287,27 @@ def test_signed_postback_reaches_the_running_broker(app, admin_client, sim, brok
     response = app.test_client().post("/kite/postback", json=signed(order_update))
     assert response.status_code == 200
     assert [u.order.order_id for u in updates] == [order_update["order_id"]]
+
+
+def test_an_update_postback_of_a_modified_order_keeps_it_open_with_its_new_price(
+    app, admin_client, sim, broker, order_update, caplog
+):
+    """Kite posts `UPDATE` when an open order is modified: a known, non-final status."""
+    save_credentials(admin_client, sim)
+    updates = []
+    broker.on_order_update(updates.append)
+    client = app.test_client()
+    assert client.post("/kite/postback", json=signed(order_update)).status_code == 200
+    sim.client().modify_order("regular", order_update["order_id"], price=1410.0)
+    [modified] = [u for u in sim.order_updates if u["status"] == "UPDATE"]
+
+    assert client.post("/kite/postback", json=signed(modified)).status_code == 200
+
+    assert [(u.order.state, u.order.price, u.source) for u in updates] == [
+        (OrderState.OPEN, 1400.0, "postback"),
+        (OrderState.OPEN, 1410.0, "postback"),
+    ]
+    assert "unknown Kite order status" not in caplog.text
 
 
 def test_postback_with_a_bad_checksum_is_refused_and_logged_without_the_payload(

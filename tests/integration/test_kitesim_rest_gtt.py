@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kite_errors
@@ -200,6 +202,65 @@ def test_the_order_a_gtt_places_can_be_rejected_by_a_fault(sim, ticker, kite):
     outcome = kite.get_gtt(gtt_id)["orders"][0]["result"]["order_result"]
     assert outcome["status"] == "failed" and outcome["rejection_reason"] == "RMS: circuit limit"
     assert kite.order_history(outcome["order_id"])[-1]["status"] == "REJECTED"
+
+
+CIRCUIT = (
+    "Your order price is lower than the current lower circuit limit of 1445.50. "
+    "Place an order within the daily range."
+)
+
+
+def fired_result(kite: KiteConnect, gtt_id: int, order_result: dict) -> dict:
+    """Kite's `orders[0].result` of a fired stop GTT (place_stop's terms, fired at 1440)."""
+    gtt = kite.get_gtt(gtt_id)
+    assert gtt["status"] == "triggered"
+    result = gtt["orders"][0]["result"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", result["timestamp"])
+    assert result == {
+        "account_id": "KS0001",
+        "exchange": "NSE",
+        "tradingsymbol": INFY,
+        "validity": "DAY",
+        "product": "CNC",
+        "order_type": "LIMIT",
+        "transaction_type": "SELL",
+        "quantity": 10,
+        "price": 1442.75,
+        "meta": "",
+        "timestamp": result["timestamp"],
+        "triggered_at": 1440.0,
+        "order_result": order_result,
+    }
+    return result
+
+
+def test_a_fired_gtt_records_its_order_in_kites_shape(sim, ticker, kite):
+    gtt_id = place_stop(kite)
+
+    ticker.set_price(INFY_TOKEN, 1440.0)
+
+    [placed] = sim.orders_placed()
+    expected = {"status": "success", "order_id": placed["order_id"], "rejection_reason": ""}
+    fired_result(kite, gtt_id, expected)
+
+
+def test_a_fired_gtt_whose_order_fails_is_triggered_with_the_reason_and_no_order(sim, ticker, kite):
+    sim.fail_next("gtt.trigger", "failed", message=CIRCUIT)
+    gtt_id = place_stop(kite)
+
+    ticker.set_price(INFY_TOKEN, 1440.0)
+
+    expected = {"status": "failed", "order_id": "", "rejection_reason": CIRCUIT}
+    fired_result(kite, gtt_id, expected)
+    assert sim.orders_placed() == [] and kite.orders() == []
+    assert kite.holdings()[0]["used_quantity"] == 0
+    ticker.set_price(INFY_TOKEN, 1430.0)  # it fired once: nothing more happens
+    assert sim.orders_placed() == []
+
+
+def test_the_failed_fault_applies_to_a_firing_gtt_only(sim):
+    with pytest.raises(ValueError, match="gtt.trigger"):
+        sim.fail_next("order.place", "failed")
 
 
 @pytest.mark.parametrize("route", ["gtt.place", "gtt.modify", "gtt.delete", "gtt.info"])

@@ -18,6 +18,7 @@ from tests.unit.paper_support import (
     market,
     memory_sessions,
     params,
+    shares,
     single_gtt,
 )
 from Webapp.broker.base import GttState, InputRejected, OrderState, Side
@@ -126,7 +127,7 @@ def test_a_trigger_interrupted_before_its_order_places_the_order_on_restart(app_
     (result,) = again.get_gtt(gtt_id).results
     filled = again.order_history(result.order_id)[-1]
     assert (filled.state, filled.average_price) == (OrderState.FILLED, 971.50)
-    assert again.holdings() == []
+    assert shares(again) == 0
 
 
 def run_session(sessions, seed: int) -> tuple:
@@ -176,7 +177,7 @@ def test_accounts_in_one_db_do_not_see_each_other(app_db, open_db):
     paper = start_broker(sessions, Clock(), account="paper")
     backtest = start_broker(sessions, Clock(), account="backtest-1", cash=5_000.0)
     bought(paper, 10, 1000.0)
-    assert backtest.orders() == [] and backtest.holdings() == []
+    assert backtest.orders() == [] and shares(backtest) == 0
     assert backtest.summary().cash == 5_000.0
     with pytest.raises(InputRejected, match="no such order"):
         backtest.order_history(paper.orders()[0].order_id)
@@ -209,7 +210,7 @@ def test_a_gtt_fires_once_when_ticks_cross_it_from_many_threads_at_once(app_db, 
     (result,) = broker.get_gtt(gtt_id).results
     sells = [o for o in broker.orders() if o.side is Side.SELL]
     assert [o.order_id for o in sells] == [result.order_id]
-    assert broker.holdings() == []
+    assert shares(broker) == 0
 
 
 def test_a_gtt_fires_once_when_two_brokers_on_one_account_see_the_same_tick(app_db, open_db):
@@ -236,7 +237,7 @@ def test_a_gtt_fires_once_when_two_brokers_on_one_account_see_the_same_tick(app_
     assert errors == []
     (result,) = first.get_gtt(gtt_id).results
     assert [o.order_id for o in second.orders() if o.side is Side.SELL] == [result.order_id]
-    assert first.holdings() == []
+    assert shares(first) == 0
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------

@@ -49,10 +49,12 @@ OrderUpdateHook = Callable[[dict[str, Any], str | None], None]
 
 @dataclass(frozen=True)
 class OrderBehaviour:
-    """How the exchange treats one order, set by a fault: reject it, or cap its fill."""
+    """How the exchange treats one order, set by a fault: reject it, cap its fill, or (the
+    order of a firing GTT) fail to place it at all."""
 
     reject: str | None = None  # status_message of a rejection after acceptance
     partial: int | None = None  # fill this many, then rest OPEN until modified
+    fail: str | None = None  # a GTT's order never placed: its order_result's rejection_reason
 
 
 class Exchange:
@@ -267,7 +269,7 @@ class Exchange:
     def new_day(self) -> None:
         """Close the day: CNC positions become holdings; orders and trades start empty."""
         with self.lock:
-            self.portfolio.new_day()
+            self.portfolio.new_day(dict(self.prices))
             self.orders.clear()
             self.trades.clear()
             self._changed.notify_all()
@@ -283,6 +285,10 @@ class Exchange:
     def margins_kite(self) -> dict[str, Any]:
         with self.lock:
             return self.portfolio.margins_kite(self._blocked(), self.prices)
+
+    def commodity_margins_kite(self) -> dict[str, Any]:
+        with self.lock:
+            return self.portfolio.commodity_margins_kite()
 
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
@@ -332,9 +338,9 @@ class Exchange:
             and not o.is_buy
             and not o.is_final
             and o.product == "CNC"
-            and o.instrument.token == order.instrument.token
+            and o.instrument.symbol == order.instrument.symbol
         )
-        sellable = self.portfolio.sellable(order.instrument, "CNC") - selling
+        sellable = self.portfolio.sellable(order.instrument) - selling
         if order.quantity > sellable:
             return (
                 f"Insufficient holdings: {max(sellable, 0)} {order.instrument.symbol} "
@@ -383,8 +389,13 @@ class Exchange:
             "price": str(spec["price"]),
             "validity": "DAY",
         }
+        behaviour = self.gtt_order_behaviour()
+        if behaviour is not None and behaviour.fail is not None:
+            result = {"status": "failed", "order_id": "", "rejection_reason": behaviour.fail}
+            self.gtt_book.mark_triggered(gtt, leg, last_price, self.now(), result)
+            return
         try:
-            order = self.place_order("regular", form, self.gtt_order_behaviour())
+            order = self.place_order("regular", form, behaviour)
         except KiteError as exc:
             result = {"status": "failed", "order_id": "", "rejection_reason": exc.message}
         else:

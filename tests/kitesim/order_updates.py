@@ -3,9 +3,11 @@
 The exchange reports a change under its lock; this queues it and a thread of its
 own sends it, so a slow postback receiver never holds up a price, and updates go
 out in the order they happened. The ticker gets `{"type": "order", "data": ...}`
-for every change; the postback URL gets Kite's final statuses and `UPDATE` (a
-partial fill or a modification) as JSON, signed with
-`checksum = sha256(order_id + order_timestamp + api_secret)`.
+for every change with the order book's status; the postback URL gets Kite's final
+statuses and `UPDATE` (a partial fill or a modification) as JSON, signed with
+`checksum = sha256(order_id + order_timestamp + api_secret)`. Kite sends its
+postbacks over the websocket too, so an `UPDATE` also reaches the ticker, just
+before the order book's status of the same change.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import requests
 from tests.kitesim.ticker import TickerSim
 
 _log = logging.getLogger(__name__)
+
+UPDATE = "UPDATE"  # Kite's status for a modification or a partial fill of an open order
 
 
 class OrderUpdates:
@@ -52,9 +56,14 @@ class OrderUpdates:
             "app_id": 1,
             "checksum": "",
         }
+        # (ticker message, postback status): an UPDATE goes out as a message of its own.
+        items = [(update, postback_status)]
+        if postback_status == UPDATE:
+            items = [({**update, "status": UPDATE}, UPDATE), (update, None)]
         with self._lock:
-            self._sent.append(update)
-        self._queue.put((update, postback_status))
+            self._sent.extend(message for message, _ in items)
+        for item in items:
+            self._queue.put(item)
 
     @property
     def sent(self) -> list[dict[str, Any]]:

@@ -1,9 +1,17 @@
 """kitesim's account: cash, the day's positions and the delivery holdings that fills change.
 
-One trading day at a time: fills build the day's positions (Kite's `net` and
-`day` are the same here, as nothing is carried in positions overnight) and move
-cash; delivery holdings are seeded with `add_holding` or carried from CNC
-positions by `new_day()`. Prices are the exchange's last prices.
+One trading day at a time: fills build the day's positions per instrument and
+product (Kite's `net` and `day` are the same here, as nothing is carried in
+positions overnight) and move cash; delivery holdings are seeded with
+`add_holding` or carried from CNC positions by `new_day()`. Prices are the
+exchange's last prices.
+
+A holding is one scrip (its symbol), whichever exchange its shares were bought
+on; Kite lists it under one exchange. Its `quantity` is what the day opened
+with. A CNC sell is matched against the same day's CNC buys of the scrip first
+(an intraday trade, on any exchange); the rest comes out of the holding, which
+Kite shows as `used_quantity` while the sale also shows as a negative CNC
+position. Buying the shares back the same day returns them to the holding.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from Webapp.market.instruments import Instrument
+
+PRODUCT_CNC = "CNC"
 
 
 @dataclass
@@ -30,10 +40,9 @@ class _Position:
 
 @dataclass
 class _Holding:
-    instrument: Instrument
-    quantity: int
+    instrument: Instrument  # the listing Kite shows the holding under
+    quantity: int  # at the start of the day
     average_price: float
-    used_quantity: int = 0  # sold today out of the holding
 
 
 class Portfolio:
@@ -44,12 +53,13 @@ class Portfolio:
         self.bought_value = 0.0
         self.sold_value = 0.0
         self.positions: dict[tuple[int, str], _Position] = {}
-        self.holdings: dict[int, _Holding] = {}
+        self.holdings: dict[str, _Holding] = {}  # by symbol
+        self.close_prices: dict[int, float] = {}  # by token: the last price of the day before
 
     def add_holding(self, instrument: Instrument, quantity: int, average_price: float) -> None:
-        held = self.holdings.get(instrument.token)
+        held = self.holdings.get(instrument.symbol)
         if held is None:
-            self.holdings[instrument.token] = _Holding(instrument, quantity, average_price)
+            self.holdings[instrument.symbol] = _Holding(instrument, quantity, average_price)
             return
         total = held.quantity + quantity
         held.average_price = (held.average_price * held.quantity + average_price * quantity) / total
@@ -68,36 +78,54 @@ class Portfolio:
             position.sell_quantity += quantity
             position.sell_value += quantity * price
             self.sold_value += quantity * price
-            held = self.holdings.get(instrument.token)
-            if product == "CNC" and held is not None:
-                # A delivery sell draws on the holding first, as Kite's `used_quantity` shows.
-                held.used_quantity += min(quantity, held.quantity - held.used_quantity)
 
-    def sellable(self, instrument: Instrument, product: str) -> int:
-        """Shares a CNC sell may still deliver: holdings left plus today's net CNC buys."""
-        position = self.positions.get((instrument.token, product))
-        held = self.holdings.get(instrument.token)
-        return (held.quantity if held else 0) + (position.quantity if position else 0)
+    def used_quantity(self, symbol: str) -> int:
+        """Shares of the holding sold today: the day's net CNC sells beyond its CNC buys."""
+        held = self.holdings.get(symbol)
+        if held is None:
+            return 0
+        return min(held.quantity, max(0, -self._delivery_net(symbol)))
+
+    def sellable(self, instrument: Instrument) -> int:
+        """Shares a CNC sell may still deliver: the holding plus the day's net CNC trades."""
+        held = self.holdings.get(instrument.symbol)
+        return (held.quantity if held else 0) + self._delivery_net(instrument.symbol)
 
     def available_cash(self, blocked: float) -> float:
         return self.opening_balance + self.sold_value - self.bought_value - blocked
 
-    def new_day(self) -> None:
-        """Carry CNC positions into holdings and start a fresh day with today's closing cash."""
-        for position in self.positions.values():
-            if position.product != "CNC" or position.quantity == 0:
-                continue
-            if position.quantity > 0:
-                price = position.buy_value / position.buy_quantity
-                self.add_holding(position.instrument, position.quantity, price)
-        for token, held in list(self.holdings.items()):
-            held.quantity -= held.used_quantity
-            held.used_quantity = 0
-            if held.quantity <= 0:
-                del self.holdings[token]
+    def new_day(self, prices: dict[int, float]) -> None:
+        """Settle the day's delivery trades into holdings; `prices` become the closes."""
+        for symbol, net in self._delivery_nets().items():
+            if net > 0:
+                bought = [p for p in self._delivery(symbol) if p.buy_quantity]
+                average = sum(p.buy_value for p in bought) / sum(p.buy_quantity for p in bought)
+                held = self.holdings.get(symbol)
+                self.add_holding(held.instrument if held else bought[0].instrument, net, average)
+            elif net < 0:
+                held = self.holdings[symbol]
+                held.quantity += net  # never below 0: the RMS refused any oversell
+                if held.quantity <= 0:
+                    del self.holdings[symbol]
+        self.close_prices.update(prices)
         self.opening_balance = self.available_cash(0.0)
         self.bought_value = self.sold_value = 0.0
         self.positions.clear()
+
+    def _delivery(self, symbol: str) -> list[_Position]:
+        """The day's CNC positions in `symbol`, on every exchange."""
+        return [
+            p
+            for p in self.positions.values()
+            if p.product == PRODUCT_CNC and p.instrument.symbol == symbol
+        ]
+
+    def _delivery_nets(self) -> dict[str, int]:
+        symbols = {p.instrument.symbol for p in self.positions.values()}
+        return {symbol: self._delivery_net(symbol) for symbol in symbols}
+
+    def _delivery_net(self, symbol: str) -> int:
+        return sum(p.quantity for p in self._delivery(symbol))
 
     # --- Kite's shapes ------------------------------------------------------------
 
@@ -110,30 +138,40 @@ class Portfolio:
         for held in self.holdings.values():
             ins = held.instrument
             last = prices.get(ins.token, held.average_price)
+            close = self.close_prices.get(ins.token, last)
             rows.append(
                 {
                     "tradingsymbol": ins.symbol,
                     "exchange": ins.exchange,
                     "instrument_token": ins.token,
                     "isin": "",
-                    "product": "CNC",
+                    "product": PRODUCT_CNC,
                     "price": 0,
                     "quantity": held.quantity,
-                    "used_quantity": held.used_quantity,
-                    "t1_quantity": 0,
+                    "used_quantity": self.used_quantity(ins.symbol),
+                    "t1_quantity": 0,  # settlement is not simulated: bought shares are delivered
                     "realised_quantity": held.quantity,
                     "authorised_quantity": 0,
                     "authorised_date": None,
+                    "authorisation": {},
                     "opening_quantity": held.quantity,
+                    "short_quantity": 0,
                     "collateral_quantity": 0,
                     "collateral_type": "",
                     "discrepancy": False,
                     "average_price": round(held.average_price, 4),
                     "last_price": last,
-                    "close_price": last,
+                    "close_price": close,
                     "pnl": round((last - held.average_price) * held.quantity, 2),
-                    "day_change": 0.0,
-                    "day_change_percentage": 0.0,
+                    "day_change": round(last - close, 2),
+                    "day_change_percentage": (last - close) / close * 100 if close else 0.0,
+                    "mtf": {
+                        "quantity": 0,
+                        "used_quantity": 0,
+                        "average_price": 0,
+                        "value": 0,
+                        "initial_margin": 0,
+                    },
                 }
             )
         return rows
@@ -172,6 +210,16 @@ class Portfolio:
                 "delivery": round(self.bought_value, 2),
                 "equity": 0,
             },
+        }
+
+    def commodity_margins_kite(self) -> dict[str, Any]:
+        """Kite's commodity segment of an account that does not trade it: every key, all 0."""
+        equity = self.margins_kite(0.0, {})
+        return {
+            "enabled": False,
+            "net": 0,
+            "available": dict.fromkeys(equity["available"], 0),
+            "utilised": dict.fromkeys(equity["utilised"], 0),
         }
 
 

@@ -33,7 +33,13 @@ from tests.kitesim.exchange import DEFAULT_CASH, DEFAULT_USER_ID, Exchange, Orde
 from tests.kitesim.historical import INSTRUMENTS_CSV, HistoricalSim, HistRequest
 from tests.kitesim.order_book import KiteError, input_error
 from tests.kitesim.order_updates import OrderUpdates
-from tests.kitesim.rest_faults import DEFAULT_REJECTION, ERRORS, Fault, FaultBoard
+from tests.kitesim.rest_faults import (
+    DEFAULT_GTT_FAILURE,
+    DEFAULT_REJECTION,
+    ERRORS,
+    Fault,
+    FaultBoard,
+)
 from tests.kitesim.session import BAD_CREDENTIALS, Sessions
 from tests.kitesim.ticker import DEFAULT_ACCESS_TOKEN, DEFAULT_API_KEY, TickerSim
 from Webapp.market.instruments import InstrumentMap, UnknownInstrument
@@ -291,7 +297,7 @@ class KiteRestSim:
             "/user/margins",
             "margins",
             "GET",
-            lambda: {"equity": ex.margins_kite(), "commodity": _no_margins()},
+            lambda: {"equity": ex.margins_kite(), "commodity": ex.commodity_margins_kite()},
         )
         route("/user/margins/<segment>", "margins", "GET", self._segment_margins)
         route("/orders", "orders", "GET", ex.orders_kite)
@@ -426,7 +432,7 @@ class KiteRestSim:
         if segment == "equity":
             return self.exchange.margins_kite()
         if segment == "commodity":
-            return _no_margins()
+            return self.exchange.commodity_margins_kite()
         raise input_error("Invalid segment. Should be `equity` or `commodity`.")
 
     def _place_order(self, variety: str) -> dict[str, str]:
@@ -480,6 +486,8 @@ class KiteRestSim:
             return None
         if fault.kind == "reject":
             return OrderBehaviour(reject=fault.message or DEFAULT_REJECTION)
+        if fault.kind == "failed":
+            return OrderBehaviour(fail=fault.message or DEFAULT_GTT_FAILURE)
         return OrderBehaviour(partial=fault.filled)
 
 
@@ -492,7 +500,3 @@ def _trigger_id(raw: str) -> int:
         return int(raw)
     except ValueError:
         raise input_error("Invalid trigger ID.") from None
-
-
-def _no_margins() -> dict[str, Any]:
-    return {"enabled": False, "net": 0, "available": {}, "utilised": {}}

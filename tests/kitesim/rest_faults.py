@@ -24,6 +24,11 @@ The kinds and what the official client sees:
   no reply (`how="reset"`: requests' ConnectionError) or answered HTTP 504
   (`how="504"`: NetworkException).
 
+- `failed` (`message`), `gtt.trigger` only: the GTT fires but its order cannot be
+  placed (a price outside the circuit band, say). Kite marks the GTT `triggered`
+  with `orders[i].result.order_result` `{"status": "failed", "order_id": "",
+  "rejection_reason": message}`, and no order exists in the order book.
+
 `reject` and `partial` apply to `order.place` and to `gtt.trigger` (the order a
 GTT places when it fires).
 """
@@ -83,8 +88,13 @@ ERRORS = {  # fault -> (error_type, HTTP status, message)
     "order_exception": ("OrderException", 400, "Order could not be placed: refused by the OMS."),
 }
 ORDER_FAULTS = ("reject", "partial")
-FAULTS = ("latency", "timeout", "error", "lost_reply", *ERRORS, *ORDER_FAULTS)
+GTT_FAULTS = (*ORDER_FAULTS, "failed")  # what gtt.trigger takes
+FAULTS = ("latency", "timeout", "error", "lost_reply", *ERRORS, *GTT_FAULTS)
 DEFAULT_REJECTION = "RMS: order rejected by the risk management system (kitesim fault)."
+DEFAULT_GTT_FAILURE = (
+    "Your order price is lower than the current lower circuit limit. "
+    "Place an order within the daily range."
+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +106,7 @@ class Fault:
     applied: bool = False  # timeout: apply before holding
     error_type: str | None = None  # error (and overrides for the fixed kinds)
     status: int | None = None
-    message: str | None = None  # error bodies; reject's status_message
+    message: str | None = None  # error bodies; reject's status_message; failed's reason
     filled: int = 0  # partial
     how: str = "reset"  # lost_reply: "reset" or "504"
 
@@ -130,8 +140,10 @@ class FaultBoard:
             raise ValueError(f"unknown fault {fault!r}; one of {sorted(FAULTS)}")
         if fault in ORDER_FAULTS and key not in ("order.place", "gtt.trigger"):
             raise ValueError(f"{fault!r} applies to order.place and gtt.trigger, not {key}")
-        if key == "gtt.trigger" and fault not in ORDER_FAULTS:
-            raise ValueError("gtt.trigger takes only the 'reject' and 'partial' faults")
+        if key == "gtt.trigger" and fault not in GTT_FAULTS:
+            raise ValueError("gtt.trigger takes only the 'reject', 'partial' and 'failed' faults")
+        if fault == "failed" and key != "gtt.trigger":
+            raise ValueError(f"'failed' applies to gtt.trigger (a firing GTT), not {key}")
         if fault == "lost_reply" and kw.get("how", "reset") not in ("reset", "504"):
             raise ValueError("lost_reply's `how` is 'reset' or '504'")
         if fault == "latency":

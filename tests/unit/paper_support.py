@@ -16,6 +16,7 @@ from Webapp.broker.base import (
     OrderType,
     OrderUpdate,
     Side,
+    shares_held,
 )
 from Webapp.broker.paper import PaperBroker
 from Webapp.config.params import Params, load_params
@@ -139,6 +140,12 @@ def oco_gtt(
     symbol: str = SYMBOL,
 ) -> GttRequest:
     return GttRequest(symbol, GttType.TWO_LEG, (stop, target), limits, last, quantity)
+
+
+def shares(broker: PaperBroker, symbol: str = SYMBOL) -> int:
+    """The shares of `symbol` the account holds: its holdings and today's positions, as on
+    Kite (holdings are the shares the day opened with; today's buys are positions)."""
+    return shares_held(broker.holdings(), broker.positions()).get(symbol, 0)
 
 
 def bought(broker: PaperBroker, quantity: int, at: float, symbol: str = SYMBOL) -> None:

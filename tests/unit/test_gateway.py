@@ -344,12 +344,12 @@ def test_gtt_place_modify_delete_and_reconcile(broker, make_gateway, results):
     raised = GttRequest(SYMBOL, GttType.SINGLE, (980.0,), (975.1,), 1000.0, 3)
     gateway.submit(ModifyGtt("leg-1", gtt_id, raised))
     gateway.submit(ReconcileGtts("recon"))
-    gateway.submit(ReconcileHoldings("recon"))
+    gateway.submit(ReconcilePositions("recon"))  # today's buy: a position, as on Kite
     gateway.submit(DeleteGtt("leg-1", gtt_id))
-    modified, gtts, holdings, deleted = results.take(4)
+    modified, gtts, positions, deleted = results.take(4)
     assert isinstance(modified, Done)
     assert [(g.gtt_id, g.triggers) for g in gtts.value] == [(gtt_id, (980.0,))]
-    assert [(h.symbol, h.quantity) for h in holdings.value] == [(SYMBOL, 3)]
+    assert [(p.symbol, p.quantity) for p in positions.value] == [(SYMBOL, 3)]
     assert deleted.value is GttState.ACTIVE
 
 

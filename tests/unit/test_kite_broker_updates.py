@@ -26,6 +26,7 @@ from Webapp.broker.order_updates import OrderPoller, OrderUpdateTracker
         ("REJECTED", OrderState.REJECTED),
         ("OPEN", OrderState.OPEN),
         ("TRIGGER PENDING", OrderState.OPEN),
+        ("UPDATE", OrderState.OPEN),  # a postback: modified or partly filled, still open
         ("OPEN PENDING", OrderState.PENDING),
         ("VALIDATION PENDING", OrderState.PENDING),
         ("MODIFY VALIDATION PENDING", OrderState.PENDING),
@@ -35,8 +36,9 @@ from Webapp.broker.order_updates import OrderPoller, OrderUpdateTracker
         ("SOMETHING NEW", OrderState.PENDING),
     ],
 )
-def test_kite_statuses_map_to_order_states(status, state):
+def test_kite_statuses_map_to_order_states(status, state, caplog):
     assert order_state(status) is state
+    assert ("unknown Kite order status" in caplog.text) == (status == "SOMETHING NEW")
 
 
 def test_kite_naive_ist_times_become_aware_utc():

@@ -14,6 +14,7 @@ from tests.unit.paper_support import (
     make_broker,
     market,
     oco_gtt,
+    shares,
     single_gtt,
 )
 from Webapp.broker.base import (
@@ -134,7 +135,7 @@ def test_gtt_scenarios(sc):
     gtt = broker.get_gtt(gtt_id)
     if sc.leg is None:
         assert (gtt.state, gtt.results) == (GttState.ACTIVE, ())
-        assert broker.holdings()[0].quantity == 10
+        assert shares(broker) == 10
         return
     assert gtt.state is GttState.TRIGGERED
     (result,) = gtt.results
@@ -150,12 +151,12 @@ def test_gtt_scenarios(sc):
     )
     cash = broker.summary().cash
     if sc.sold is None:
-        assert broker.holdings()[0].quantity == 10
+        assert shares(broker) == 10
         assert cash == pytest.approx(START_CASH - 10 * BUY_FILL)
         return
     order_type, price = sc.sold
     assert (history[-1].order_type.value, history[-1].average_price) == (order_type, price)
-    assert broker.holdings() == []
+    assert shares(broker) == 0
     assert cash == pytest.approx(START_CASH - 10 * BUY_FILL + 10 * price)
 
 
@@ -238,7 +239,7 @@ def test_a_deleted_gtt_never_fires():
     gtt_id = broker.place_gtt(STOP)
     broker.delete_gtt(gtt_id)
     broker.on_price(SYMBOL, 900.0)
-    assert broker.holdings()[0].quantity == 10
+    assert shares(broker) == 10
 
 
 def test_modify_moves_the_trigger_and_the_new_trigger_is_the_one_that_fires():
@@ -300,4 +301,4 @@ def test_a_gtt_whose_shares_were_sold_meanwhile_is_rejected_not_oversold():
     assert result.status == "rejected"
     assert "insufficient holdings" in result.rejection_reason
     assert broker.order_history(result.order_id)[-1].state is OrderState.REJECTED
-    assert broker.holdings() == []
+    assert shares(broker) == 0

@@ -16,6 +16,7 @@ from tests.unit.paper_support import (
     make_broker,
     market,
     params,
+    shares,
 )
 from Webapp.broker.base import (
     InputRejected,
@@ -24,6 +25,7 @@ from Webapp.broker.base import (
     OrderState,
     OrderType,
     Side,
+    shares_held,
 )
 from Webapp.broker.charges import order_charges
 
@@ -121,7 +123,7 @@ def test_order_fill_rules(sc):
     sign = -1 if sc.order.side is BUY else 1
     assert broker.summary().cash == pytest.approx(cash_before + sign * 10 * sc.fill)
     held = 20 if sc.order.side is BUY else 0
-    assert sum(h.quantity for h in broker.holdings()) == held
+    assert shares(broker) == held
 
 
 def test_a_market_order_without_a_known_price_is_refused_not_left_resting():
@@ -162,7 +164,7 @@ def test_a_buy_cash_cannot_cover_is_rejected_and_can_be_found_by_its_tag():
     found = broker.find_order_by_tag("LOSTREPLY1")
     assert found is not None and found.state is OrderState.REJECTED
     assert broker.summary().cash == 5_000.0
-    assert broker.holdings() == []
+    assert shares(broker) == 0
 
 
 def test_an_open_limit_buy_holds_its_cash_back():
@@ -299,13 +301,39 @@ def test_positions_are_the_day_net_and_holdings_carry_the_average_cost():
     broker.place_order(market(BUY, 10))  # 1100.55
     broker.place_order(market(SELL, 5))  # 1099.45
     (position,) = broker.positions()
-    assert (position.quantity, position.last_price) == (15, 1100.0)
+    assert (position.quantity, position.last_price, position.product) == (15, 1100.0, "CNC")
     assert position.average_price == pytest.approx((10 * 1000.50 + 10 * 1100.55) / 20)
     assert position.pnl == pytest.approx(5 * 1099.45 - 10 * 1000.50 - 10 * 1100.55 + 15 * 1100.0)
-    (holding,) = broker.holdings()
-    assert (holding.quantity, holding.average_price) == (15, pytest.approx(1050.525))
+    assert broker.holdings() == []  # as on Kite: today's buys are a position until tomorrow
 
     clock.advance(timedelta(days=1).total_seconds())
-    assert broker.positions() == []  # a new day starts flat; the holding stays
-    assert broker.holdings()[0].quantity == 15
+    assert broker.positions() == []  # a new day starts flat; the shares are holdings now
+    (holding,) = broker.holdings()
+    assert (holding.quantity, holding.used_quantity) == (15, 0)
+    assert holding.average_price == pytest.approx(1050.525)
     assert broker.orders() == []  # today's orders only, and nothing was left open
+
+
+def test_paper_reports_like_kite_so_shares_held_counts_each_share_once():
+    """Today's buys as a CNC position; holdings as the day opened, `used_quantity` sold."""
+    clock = Clock()
+    broker = make_broker(clock=clock, p=params(slippage_bps=0.0, charges=False))
+    broker.on_price(SYMBOL, 1000.0)
+    broker.place_order(market(BUY, 10))
+    assert shares_held(broker.holdings(), broker.positions()) == {SYMBOL: 10}
+
+    clock.advance(timedelta(days=1).total_seconds())
+    broker.on_price(SYMBOL, 1100.0)
+    broker.place_order(market(BUY, 5))
+    broker.place_order(market(SELL, 8))  # 5 against today's buy, 3 out of the holding
+    (holding,) = broker.holdings()
+    assert (holding.quantity, holding.used_quantity, holding.average_price) == (10, 3, 1000.0)
+    (position,) = broker.positions()
+    assert (position.symbol, position.quantity, position.product) == (SYMBOL, -3, "CNC")
+    assert shares_held(broker.holdings(), broker.positions()) == {SYMBOL: 7}
+
+    broker.place_order(market(SELL, 7))
+    assert (broker.holdings()[0].quantity, broker.holdings()[0].used_quantity) == (10, 10)
+    assert shares_held(broker.holdings(), broker.positions()) == {}
+    clock.advance(timedelta(days=1).total_seconds())
+    assert broker.holdings() == [] and broker.positions() == []

@@ -32,6 +32,7 @@ from Webapp.broker.base import (
     Side,
     round_down_to_tick,
     round_up_to_tick,
+    shares_held,
 )
 
 SYMBOLS = ("INFY", "TCS")
@@ -131,7 +132,7 @@ class World:
 
     def check(self) -> None:
         orders = self.broker.orders()  # one IST day: every order of the run
-        holdings = {h.symbol: h for h in self.broker.holdings()}
+        held_now = shares_held(self.broker.holdings(), self.broker.positions())
         for name in SYMBOLS:
             bought = sum(
                 o.filled_quantity for o in orders if o.symbol == name and o.side is Side.BUY
@@ -139,7 +140,7 @@ class World:
             sold = sum(
                 o.filled_quantity for o in orders if o.symbol == name and o.side is Side.SELL
             )
-            held = holdings[name].quantity if name in holdings else 0
+            held = held_now.get(name, 0)
             assert sold <= bought, f"{name}: sold {sold} of {bought} bought"
             assert held == bought - sold
 
@@ -164,11 +165,12 @@ class World:
         assert books.cash + books.holdings_at_cost == pytest.approx(
             CASH + books.realised_pnl - books.charges, abs=1e-6
         )
-        # At market value: the same books, with the open P&L on top.
-        market_value = sum(h.quantity * h.last_price for h in holdings.values())
-        unrealised = sum(h.quantity * (h.last_price - h.average_price) for h in holdings.values())
+        # At market value: the run is one IST day from no holdings, so every share is in
+        # the day's positions, whose P&L is Kite's (sell value − buy value + net × LTP).
+        positions = self.broker.positions()
+        market_value = sum(p.quantity * p.last_price for p in positions)
         assert books.cash + market_value == pytest.approx(
-            CASH + books.realised_pnl - books.charges + unrealised, abs=1e-6
+            CASH - books.charges + sum(p.pnl for p in positions), abs=1e-6
         )
 
 
@@ -199,4 +201,4 @@ def test_a_gtt_guarding_the_whole_holding_sells_it_at_most_once(quantity, moves,
     sells = [o for o in world.broker.orders() if o.side is Side.SELL]
     assert len(sells) == (0 if gtt.state is GttState.ACTIVE else 1)
     if sells and sells[0].state is OrderState.FILLED:
-        assert world.broker.holdings() == []
+        assert shares_held(world.broker.holdings(), world.broker.positions()) == {}
