@@ -17,9 +17,9 @@ from flask import request
 
 from tests.integration.crash_child import BUY_AT, QTY, SYMBOL, KiteSimAddress, make_live_rig
 from tests.kitesim.rest import KiteRestSim
-from Webapp.storage.states import LegState
-from Webapp.strategy.commands import CommandKind
-from Webapp.strategy.trading_view import TradingState
+from Webapp.execution.commands import CommandKind
+from Webapp.execution.trading_view import TradingState
+from Webapp.states import LegState
 
 PRICE_ROUTE = "/_test/price"
 SHORT = f"{SYMBOL}: legs P1 hold {QTY} shares but the broker shows"
