@@ -122,7 +122,7 @@ class LadderRig:
             1
             for ls in self.trader.ladders.values()
             for leg in ls.ladder.legs
-            if leg.state is LegState.OPEN and ls.legs[leg.position_number].gtt_id is not None
+            if leg.state is LegState.OPEN and ls.work[leg.position_number].gtt_id is not None
         )
 
 
@@ -213,5 +213,5 @@ def _open_legs(trader: Trader, symbol: str) -> int:
     return sum(
         1
         for leg in ls.ladder.legs
-        if leg.state is LegState.OPEN and ls.legs[leg.position_number].gtt_id is not None
+        if leg.state is LegState.OPEN and ls.work[leg.position_number].gtt_id is not None
     )

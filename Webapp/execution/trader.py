@@ -1,35 +1,30 @@
 """The trader: STRATEGY.md carried out against a broker, one event at a time, write-ahead.
 
 The engine thread owns one Trader and feeds it every event: prices, the timer, broker
-results, order updates, commands. The Trader asks the pure rules (ladder.py, signals.py)
-for decisions, writes each intent to the app DB before the broker call that carries it
-out (trading_store / trading_gtts / trading_exits), hands the call to the order gateway
-via `submit`, and records the result when it comes back as another event. It never
-calls the broker itself, never sleeps and never reads the wall clock: the same class
-runs live, paper and backtests (where `submit` executes inline).
+results, order updates, commands. The Trader asks the pure rules (strategy/) for
+decisions and turns each into an event of the leg it concerns; the leg's lifecycle
+(leg_lifecycle.py, pure) says what that leg now waits for and what must be done, and
+LegEffects does it: the write before the broker call, the call through the order
+gateway via `submit`. A call's answer comes back as another event of the same leg. It
+never calls the broker itself, never sleeps and never reads the wall clock: the same
+class runs live, paper and backtests (where `submit` executes inline).
 
-Split by job: this file holds prices, the timer, the scan and entries; trader_gtts.py
-GTT placement and trailing; trader_exits.py the cancel-first exits and the emergency
-stop; reconcile.py the start-up reconciliation; trader_controls.py the commands and the
-published view.
+Parts: desk.py holds the state, leg_effects.py carries out intents, reconciliation.py
+settles the desk against the broker on start, controls.py handles commands and builds
+the published view.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from Webapp.broker.base import (
     Broker,
-    BrokerError,
     Gtt,
     Order,
     OrderRequest,
@@ -41,15 +36,21 @@ from Webapp.broker.base import (
 )
 from Webapp.config.params import Params
 from Webapp.execution import gateway as gw
+from Webapp.execution import leg_events as ev
 from Webapp.execution.clock import Clock
 from Webapp.execution.commands import Command
-from Webapp.execution.reconcile import Reconciler
+from Webapp.execution.controls import Controls, ParamsLoader, build_view
+from Webapp.execution.desk import Desk, LadderSlot, LegKey, Route, Submit, TraderConfig
+from Webapp.execution.leg_effects import LegEffects
+from Webapp.execution.leg_lifecycle import (
+    LISTING_SETTLES,
+    LegWork,
+    Stage,
+    transition,
+)
+from Webapp.execution.reconciliation import Reconciliation, matching_gtt
 from Webapp.execution.signal_inputs import SignalCandles, snapshots
-from Webapp.execution.slots import HELD, LIVE, LadderSlot, LegSlot
-from Webapp.execution.trader_controls import Controls
-from Webapp.execution.trader_exits import ExitFlow
-from Webapp.execution.trader_gtts import GttFlow
-from Webapp.execution.trading_view import ErrorView, OrderView, SignalView, TradingState
+from Webapp.execution.trading_view import SignalView, TradingState, TradingView
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.ltp_store import LTPStore
 from Webapp.states import ExitReason, IllegalTransition, LegState, OrderIntentState
@@ -62,35 +63,26 @@ from Webapp.strategy.ladder import (
     Leg,
     on_fill,
     on_price,
+    placeable,
     protection,
     sl_pct_for,
     stop_below,
     stop_raised,
 )
-from Webapp.strategy.limits import Book
 from Webapp.strategy.signals import scan
 
-log = logging.getLogger(__name__)
+__all__ = ["Submit", "Trader", "TraderConfig"]
 
-Submit = Callable[[gw.GatewayRequest, bool], None]  # (request, urgent)
-OnDone = Callable[[Any, datetime], None]
-OnFailed = Callable[[BrokerError, bool], None]  # (error, ambiguous)
+log = logging.getLogger(__name__)
 
 # Raised stops are written at most this often (the GTT at the broker is the protection;
 # after a crash the stop restarts from max(saved stop, GTT trigger)).
 STOP_FLUSH_EVERY = timedelta(seconds=1)
 OUR_TAG = re.compile(r"^[EX][0-9a-f]{16}$")  # new_tag("E") buys, new_tag("X") sells
+TRAILING = (TradingState.RUNNING, TradingState.PAUSED)
 
 
-@dataclass
-class TraderConfig:
-    account: str  # "paper", "live", "backtest:<run>"
-    universe: list[str]
-    use_exchange_time: bool = False  # replay/backtest: a tick's age is by market time
-    gtt_sync_every: timedelta | None = None  # live: list GTTs this often to catch triggers
-
-
-class Trader(GttFlow, ExitFlow, Reconciler, Controls):
+class Trader(Desk):
     """Single-threaded by contract: every method is called from the engine thread only."""
 
     def __init__(
@@ -106,144 +98,83 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         signal_candles: SignalCandles,
         submit: Submit,
         exchange: Callable[[str, float, datetime], list[Gtt]] | None = None,
-        params_loader: Callable[[str | None], tuple[Params, str]] | None = None,
+        params_loader: ParamsLoader | None = None,
     ) -> None:
-        self.config = config
-        self.account = config.account
-        self.broker = broker
-        self.sessions = sessions
-        self.params = params
-        self.calendar = calendar
-        self.clock = clock
-        self.store = store
-        self.signal_candles = signal_candles
-        self._submit = submit
+        super().__init__(
+            config=config,
+            broker=broker,
+            sessions=sessions,
+            params=params,
+            calendar=calendar,
+            clock=clock,
+            store=store,
+            signal_candles=signal_candles,
+            submit=submit,
+        )
         # Paper and backtest only: the exchange side (step 1) runs before the rules see a price.
         self._exchange = exchange
-        self._params_loader = params_loader
-        self.state = TradingState.STOPPED
-        self.detail = "not started"
-        self.entries_paused = False
-        self.params_version: int | None = None
-        self.ladders: dict[str, LadderSlot] = {}
-        self.last_closed: dict[str, datetime] = {}
-        self.ltp: dict[str, float] = {}
-        self.signals: dict[str, SignalView] = {}
-        self.orders_log: deque[OrderView] = deque(maxlen=50)
-        self.errors: deque[ErrorView] = deque(maxlen=30)
-        self.realised_net = 0.0  # today's closed legs, net of charges
-        self.realised_gross = 0.0
-        self.charges_today = 0.0
-        self.dp_billed: set[str] = set()  # symbols sold today (the DP charge is once a day)
-        self.day = None
-        self.changed = True  # the published view is out of date
-        self._by_tag: dict[str, LegSlot] = {}
-        self._by_order_id: dict[str, LegSlot] = {}
-        self._by_gtt_id: dict[int, LegSlot] = {}
-        self._recent_orders: dict[str, Order] = {}  # updates of orders not (yet) known as ours
-        self._waiting: dict[str, tuple[OnDone, OnFailed]] = {}
-        self._intents = itertools.count(1)
+        self.effects = LegEffects(self)
+        self.reconciliation = Reconciliation(self, self.handle, self.order_seen, self.leg_intent)
+        self.controls = Controls(self, self.reconciliation, self.handle, params_loader)
         self._next_scan: datetime | None = None
         self._last_flush: datetime | None = None
         self._next_gtt_sync: datetime | None = None
-        self._gtt_sync_in_flight = False
-        self.retry_sync_at: datetime | None = None
-        self._reconcile_parts: dict[str, Any] | None = None
-        self._starting: list[Command] = []  # START commands answered once reconciled
 
-    # --- plumbing ---------------------------------------------------------------------
+    # --- one leg, one event --------------------------------------------------------------
 
-    def now(self) -> datetime:
-        return self.clock.now()
-
-    def send(
-        self,
-        make: Callable[[str], gw.GatewayRequest],
-        on_done: OnDone,
-        on_failed: OnFailed,
-        *,
-        urgent: bool = False,
-    ) -> None:
-        """Submit one broker call; exactly one of the handlers runs when its result arrives."""
-        intent_id = f"i{next(self._intents)}"
-        request = make(intent_id)
-        self._waiting[intent_id] = (on_done, on_failed)
-        self._submit(request, urgent)
-
-    def on_result(self, result: gw.Result) -> None:
-        handlers = self._waiting.pop(result.request.intent_id, None)
-        if handlers is None:
-            log.warning("result for an unknown intent %s ignored", result.request.intent_id)
+    def handle(self, key: LegKey, event: ev.Event) -> None:
+        """Move one leg by `event` (its lifecycle decides) and carry out what it asks."""
+        ls = self.ladders.get(key[0])
+        work = None if ls is None else ls.work.get(key[1])
+        if ls is None or work is None:
+            return
+        step = transition(work, event)
+        if step.ignored:
             return
         self.changed = True
-        on_done, on_failed = handlers
-        if isinstance(result, gw.Done):
-            on_done(result.value, result.at or self.now())
-        else:
-            on_failed(result.error, result.ambiguous)
+        new, follow = self.effects.carry_out(ls, step)
+        self._settle(ls, work, new)
+        for event_after in follow:
+            self.handle(key, event_after)
+        after = self.work(key)
+        if (
+            after is not None
+            and after.stage in (Stage.GTT_SELLING, Stage.GTT_SELLING_MARKET)
+            and after.exit_order_id in self.recent_orders
+        ):
+            seen = self.recent_orders.pop(after.exit_order_id)
+            self.handle(key, ev.GttOrderSeen(seen, self.now()))
+        self.controls.emergency_progress()
 
-    def error(self, message: str) -> None:
-        """A problem the trader must see on the dashboard (and in the log); never a secret."""
-        log.warning("%s", message)
-        self.errors.appendleft(ErrorView(self.now(), message))
+    def _settle(self, ls: LadderSlot, old: LegWork, new: LegWork) -> None:
+        """The leg's new work in place: indexes, the rules' view, the ladder's end."""
+        position = new.position
+        ls.work[position] = new
+        self.unindex(old)
+        if new.stage is Stage.CANCELLED:
+            ls.drop_leg(position)
+            if not ls.live_positions():
+                self.ladder_closed(ls, self.now())
+            return
+        if new.stage is Stage.CLOSED:
+            if ls.finished:
+                self.ladder_closed(ls, self.now())
+            return
+        self.index(new)
+        leg = ls.ladder.leg(position)
+        if leg is not None and leg.state is not new.leg_state:
+            ls.update_leg(position, state=new.leg_state)
+
+    def ladder_closed(self, ls: LadderSlot, at: datetime) -> None:
+        self.ladders.pop(ls.symbol, None)
+        self.last_closed[ls.symbol] = at
+        for work in ls.work.values():
+            self.unindex(work)
         self.changed = True
 
-    def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One write-ahead step in its own committed transaction; returns fn's result."""
-        with transaction(self.sessions) as session:
-            return fn(session, *args, **kwargs)
-
-    def note_order(
-        self,
-        slot: LegSlot,
-        tag: str | None,
-        side: Side,
-        order_type: str,
-        qty: int,
-        price: float | None,
-        state: str,
-        purpose: str,
-        message: str | None = None,
-    ) -> None:
-        self.orders_log.appendleft(
-            OrderView(
-                tag,
-                slot.symbol,
-                side.value,
-                order_type,
-                qty,
-                price,
-                state,
-                purpose,
-                self.now(),
-                message,
-            )
-        )
-        self.changed = True
-
-    @property
-    def trading(self) -> bool:
-        """New orders of any kind may be sent (not stopped, failed or reconciling)."""
-        return self.state in (TradingState.RUNNING, TradingState.PAUSED, TradingState.EMERGENCY)
-
-    def book(self) -> Book:
-        """The whole account as the limits see it: every live leg, today's P&L."""
-        open_legs, capital, unrealised = 0, 0.0, 0.0
-        for ls in self.ladders.values():
-            ltp = self.ltp.get(ls.symbol)
-            for leg in ls.ladder.legs:
-                if leg.state not in LIVE:
-                    continue
-                open_legs += 1
-                capital += leg.qty * leg.entry_price
-                if leg.state in HELD and ltp is not None:
-                    unrealised += (ltp - leg.entry_price) * leg.qty
-        return Book(
-            open_legs=open_legs,
-            capital_in_use=capital,
-            day_pnl=self.realised_net + unrealised,
-            entries_paused=self.entries_paused or self.state is not TradingState.RUNNING,
-        )
+    def fail(self, reason: str) -> None:
+        self.reconciliation.cancel()
+        super().fail(reason)
 
     # --- prices -------------------------------------------------------------------------
 
@@ -254,7 +185,9 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         if self._exchange is not None:
             # Step 1's results first: a leg its GTT sold on this price is not open for step 2.
             for gtt in self._exchange(symbol, ltp, at):
-                self.gtt_fired_at_exchange(gtt, at)
+                key = self.by_gtt_id.get(gtt.gtt_id)
+                if key is not None:
+                    self.handle(key, ev.GttSeen(gtt, at))
         ls = self.ladders.get(symbol)
         if ls is None or not self.trading:
             return
@@ -266,9 +199,9 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         for action in actions:
             if isinstance(action, RaiseStop):
                 ls.set_leg(stop_raised(ls.leg(action.leg), action))
-                ls.legs[action.leg].dirty = True
+                self.dirty.add((symbol, action.leg))
             elif isinstance(action, Exit):
-                self.exit_leg(ls, action.leg, action.reason, ltp)
+                self.handle((symbol, action.leg), ev.ExitDecided(action.reason))
             elif isinstance(action, Buy):
                 self.buy(action, ls)
             elif isinstance(action, Skip):
@@ -280,30 +213,26 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
                     self.now(),
                     None,
                 )
-            elif isinstance(action, ModifyGtt):
-                self.modify_gtt(ls, action)
+            elif isinstance(action, ModifyGtt) and self.state in TRAILING:
+                self.handle((symbol, action.leg), ev.TrailDue(action))
         if actions:
             self.changed = True
 
-    def gtt_fired_at_exchange(self, gtt: Gtt, at: datetime) -> None:
-        """The paper exchange fired one of our GTTs on this price (step 1)."""
-        slot = self._by_gtt_id.get(gtt.gtt_id)
-        ls = self.ladders.get(slot.symbol) if slot is not None else None
-        if slot is None or ls is None or slot.gtt_row_id is None:
-            return
-        self.changed = True
-        self._gtt_fired(ls, slot.position, gtt, at)
-
     def _protect_waiting(self, ls: LadderSlot, ltp: float) -> None:
-        """Bought legs still without a GTT (refused at a fast price, or just restarted)."""
-        for position, slot in ls.legs.items():
+        """Bought legs without a GTT (refused at a fast price, vanished, or just restarted)."""
+        now = self.now()
+        for position, work in list(ls.work.items()):
+            if work.stage is not Stage.UNPROTECTED:
+                continue
+            if work.retry_at is not None and now < work.retry_at:
+                continue
             leg = ls.leg(position)
-            if leg.state not in (LegState.PROTECTING, LegState.OPEN) or slot.gtt_row_id:
-                continue
-            if slot.gtt_work or (slot.gtt_retry_at and self.now() < slot.gtt_retry_at):
-                continue
-            if leg.state is LegState.PROTECTING or slot.gtt_id is None:
-                self.place_gtt(ls, position, protection(ls.symbol, leg, ltp, self.params))
+            gtt = protection(ls.symbol, leg, ltp, self.params)
+            if placeable(gtt, ltp):
+                self.handle((ls.symbol, position), ev.Protect(gtt))
+            elif leg.target is not None and ltp >= leg.target:
+                # Past P1's target before any GTT could hold it: take the target ourselves.
+                self.handle((ls.symbol, position), ev.ExitDecided(ExitReason.TARGET))
 
     # --- the timer ----------------------------------------------------------------------
 
@@ -312,43 +241,58 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         now = now or self.now()
         self._roll_day(now)
         if self.trading:
-            self.check_exits(now)
+            tick = ev.Tick(now, timedelta(seconds=self.params.exit_timeout_s))
             for ls in list(self.ladders.values()):
-                ltp = self.ltp.get(ls.symbol)
-                if ltp is not None and self.state is not TradingState.EMERGENCY:
-                    self._protect_waiting(ls, ltp)
+                for position in sorted(ls.work):
+                    self.handle((ls.symbol, position), tick)
+            if self.state is not TradingState.EMERGENCY:
+                for ls in list(self.ladders.values()):
+                    ltp = self.ltp.get(ls.symbol)
+                    if ltp is not None:
+                        self._protect_waiting(ls, ltp)
             if self.state is TradingState.RUNNING and (
                 self._next_scan is None or now >= self._next_scan
             ):
                 self._next_scan = now + timedelta(seconds=self.params.scan_interval_s)
                 self.on_scan(now)
             self._maybe_sync_gtts(now)
+            if self.retry_listing_at is not None and now >= self.retry_listing_at:
+                self.retry_listing_at = None
+                self.effects.list_gtts()
         if self._last_flush is None or now - self._last_flush >= STOP_FLUSH_EVERY:
             self._last_flush = now
             self.flush_stops()
 
     def flush_stops(self) -> None:
         """Write the stops and highs raised since the last flush, in one transaction."""
-        dirty = [
-            (ls, slot) for ls in self.ladders.values() for slot in ls.legs.values() if slot.dirty
-        ]
-        if not dirty:
+        if not self.dirty:
             return
+        dirty, self.dirty = self.dirty, set()
         with transaction(self.sessions) as session:
-            for ls, slot in dirty:
-                leg = ls.leg(slot.position)
+            for symbol, position in sorted(dirty):
+                ls = self.ladders.get(symbol)
+                work = None if ls is None else ls.work.get(position)
+                if ls is None or work is None:
+                    continue
+                leg = ls.leg(position)
                 if leg.state in (LegState.PROTECTING, LegState.OPEN):
                     trading_store.raise_stop(
-                        session, slot.trade_id, leg.stop, leg.high, now=self.now()
+                        session, work.trade_id, leg.stop, leg.high, now=self.now()
                     )
-        for _, slot in dirty:
-            slot.dirty = False
 
     def _roll_day(self, now: datetime) -> None:
         day = self.calendar.session_date(now)
         if day != self.day:
             self.day = day
-            self.load_day_pnl(now)
+            self.reconciliation.load_day_pnl(now)
+
+    def _maybe_sync_gtts(self, now: datetime) -> None:
+        every = self.config.gtt_sync_every
+        if every is None or not self.ladders:
+            return
+        if self._next_gtt_sync is None or now >= self._next_gtt_sync:
+            self._next_gtt_sync = now + every
+            self.effects.list_gtts()
 
     # --- the scan -----------------------------------------------------------------------
 
@@ -388,14 +332,12 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
 
     def buy(self, buy: Buy, ls: LadderSlot | None) -> None:
         """Write the leg and its buy (PENDING with a tag), then send the order."""
-        if not self.trading or self.state is not TradingState.RUNNING:
-            return
-        if buy.qty <= 0:
+        if self.state is not TradingState.RUNNING or buy.qty <= 0:
             return
         if buy.qty * buy.price > self.params.max_order_value + 1e-6:
             self.error(f"{buy.symbol} P{buy.leg}: order value above max_order_value, not sent")
             return
-        if ls is not None and any(ls.leg(p).state is LegState.PENDING_ENTRY for p in ls.legs):
+        if ls is not None and any(w.stage is Stage.ENTERING for w in ls.work.values()):
             return  # an order already in flight for this ladder
         tag = new_tag("E")
         now = self.now()
@@ -423,16 +365,12 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
                 state=LegState.PENDING_ENTRY,
             )
         )
-        slot = LegSlot(buy.symbol, buy.leg, trade_id, entry_tag=tag)
-        ls.legs[buy.leg] = slot
-        self._by_tag[tag] = slot
+        work = LegWork(buy.symbol, buy.leg, trade_id, Stage.ENTERING, entry_tag=tag)
+        ls.work[buy.leg] = work
+        self.index(work)
         request = OrderRequest(buy.symbol, Side.BUY, buy.qty, OrderType.MARKET, tag)
-        self.note_order(slot, tag, Side.BUY, "MARKET", buy.qty, None, "pending", "entry")
-        self.send(
-            lambda i: gw.PlaceOrder(i, request),
-            lambda order, at: self.order_seen(order, at),
-            lambda err, ambiguous: self._entry_failed(slot, err, ambiguous),
-        )
+        self.note_order(buy.symbol, tag, Side.BUY, "MARKET", buy.qty, None, "pending", "entry")
+        self.send(lambda i: gw.PlaceOrder(i, request), Route("buy", buy.symbol, buy.leg))
 
     def leg_intent(
         self,
@@ -456,150 +394,183 @@ class Trader(GttFlow, ExitFlow, Reconciler, Controls):
         )
         return trade
 
-    def _entry_failed(self, slot: LegSlot, error: BrokerError, ambiguous: bool) -> None:
-        if ambiguous:
-            self.error(
-                f"{slot.symbol} P{slot.position}: buy reply lost ({error.message}); "
-                "looking it up by tag"
-            )
-            self.find_by_tag(slot, slot.entry_tag)
+    # --- broker answers and order updates -------------------------------------------------
+
+    def on_result(self, result: gw.Result) -> None:
+        """A broker call came back: its answer becomes an event of the leg it was for."""
+        route = self.waiting.pop(result.request.intent_id, None)
+        if route is None:
+            log.warning("result for an unknown intent %s ignored", result.request.intent_id)
             return
-        self.error(f"{slot.symbol} P{slot.position} buy refused: {error.message}")
-        self.entry_not_filled(slot, OrderIntentState.REJECTED, error.message)
-
-    def find_by_tag(self, slot: LegSlot, tag: str | None, attempt: int = 1) -> None:
-        """After a lost reply: the order carrying `tag`, or (after 3 looks) it never arrived."""
-        if tag is None:
-            return
-
-        def found(order: Order | None, at: datetime) -> None:
-            if order is not None:
-                self.order_seen(order, at)
-            elif attempt < 3:
-                self.find_by_tag(slot, tag, attempt + 1)
-            elif tag == slot.entry_tag:
-                self.entry_not_filled(
-                    slot, OrderIntentState.CANCELLED, "not found at the broker after a lost reply"
-                )
-            else:
-                self.sell_not_filled(
-                    slot,
-                    tag,
-                    OrderIntentState.CANCELLED,
-                    "not found at the broker after a lost reply",
-                )
-
-        self.send(
-            lambda i: gw.FindOrderByTag(i, tag),
-            found,
-            lambda err, _a: self.error(
-                f"order {tag} lookup failed: {err.message}; reconcile on restart"
-            ),
-        )
-
-    def entry_not_filled(self, slot: LegSlot, state: OrderIntentState, message: str) -> None:
-        ls = self.ladders.get(slot.symbol)
-        if ls is None:
-            return
-        self.write(
-            trading_store.cancel_entry,
-            slot.trade_id,
-            now=self.now(),
-            order_state=state,
-            message=message,
-        )
-        ls.ladder.legs = [g for g in ls.ladder.legs if g.position_number != slot.position]
-        ls.legs.pop(slot.position, None)
-        self.note_order(
-            slot, slot.entry_tag, Side.BUY, "MARKET", 0, None, state.value, "entry", message
-        )
-        if not ls.ladder.legs:
-            self.ladder_closed(ls, self.now())
-
-    def ladder_closed(self, ls: LadderSlot, at: datetime) -> None:
-        self.ladders.pop(ls.symbol, None)
-        self.last_closed[ls.symbol] = at
-        for slot in ls.legs.values():
-            for key in (slot.entry_tag, slot.exit_tag):
-                self._by_tag.pop(key or "", None)
         self.changed = True
+        at = result.at or self.now()
+        if route.kind == "reconcile":
+            self._reconcile_answer(route, result)
+        elif route.kind == "list_gtts":
+            self.listing_in_flight = False
+            if isinstance(result, gw.Done):
+                self._listed(result.value, at)
+            else:
+                self.error(f"GTT listing failed: {result.error.message}")
+        elif route.kind == "find_order":
+            self._found(route, result, at)
+        elif route.kind in ("buy", "sell") and isinstance(result, gw.Done):
+            self.order_seen(result.value, at)
+        else:
+            event = self._answer_event(route, result, at)
+            if event is not None:
+                self.handle(route.key, event)
 
-    # --- order updates ------------------------------------------------------------------
+    def _answer_event(self, route: Route, result: gw.Result, at: datetime) -> ev.Event | None:
+        """The leg's event for a broker call's answer (buy and sell successes aside)."""
+        kind, done = route.kind, isinstance(result, gw.Done)
+        if done:
+            value = result.value
+            return {
+                "place_gtt": lambda: ev.GttPlaced(int(value), at),
+                "modify_gtt": lambda: ev.GttModified(at),
+                "delete_gtt": lambda: ev.GttDeleteAnswered(value, at),
+                "fetch_gtt": lambda: ev.GttSeen(value, at),
+                "to_market": lambda: ev.ToMarketAnswered(True),
+                "cancel_buy": lambda: None,
+            }[kind]()
+        assert isinstance(result, gw.Failed)
+        message, ambiguous = result.error.message, result.ambiguous
+        if kind == "buy":
+            if ambiguous:
+                return ev.BuyReplyLost(message)
+            self.error(f"{route.symbol} P{route.position} buy refused: {message}")
+            return ev.BuyEnded(OrderIntentState.REJECTED, message)
+        if kind == "sell":
+            return ev.SellReplyLost(message) if ambiguous else ev.SellRefused(message, at)
+        if kind == "place_gtt":
+            return ev.GttReplyLost(message) if ambiguous else ev.GttRefused(message, at)
+        if kind in ("modify_gtt", "delete_gtt"):
+            return ev.GttCallFailed(message)
+        if kind == "fetch_gtt":
+            self.retry_listing_at = self.now() + timedelta(seconds=5)
+            return ev.GttLookupFailed(message)
+        if kind == "to_market":
+            return ev.ToMarketAnswered(False, message)
+        self.error(f"{route.symbol} P{route.position}: cancel of the buy failed: {message}")
+        return None
+
+    def _found(self, route: Route, result: gw.Result, at: datetime) -> None:
+        """After a lost reply: the order carrying the tag, or (after 3 looks) it never arrived."""
+        tag = route.tag
+        if isinstance(result, gw.Failed):
+            self.error(f"order {tag} lookup failed: {result.error.message}; reconcile on restart")
+            return
+        if result.value is not None:
+            self.order_seen(result.value, at)
+            return
+        work = self.work(route.key)
+        if work is None or tag is None:
+            return
+        if route.attempt < 3:
+            self.effects.find_order(tag, route.attempt + 1, work)
+        elif tag == work.entry_tag:
+            lost = "not found at the broker after a lost reply"
+            self.handle(route.key, ev.BuyEnded(OrderIntentState.CANCELLED, lost))
+        elif tag == work.exit_tag:
+            self.handle(route.key, ev.SellNotFound(at))
 
     def on_order_update(self, update: OrderUpdate) -> None:
         self.order_seen(update.order, update.received_at or self.now())
 
     def order_seen(self, order: Order, at: datetime) -> None:
-        """Any news of an order (a placement's reply, an update, a lookup): act on its state."""
-        slot = self._by_tag.get(order.tag or "") or self._by_order_id.get(order.order_id)
-        if slot is None:
+        """Any news of an order (a placement's reply, an update, a lookup): the leg's event."""
+        key = self.by_tag.get(order.tag or "") or self.by_order_id.get(order.order_id)
+        work = None if key is None else self.work(key)
+        if key is None or work is None:
             if order.tag and OUR_TAG.match(order.tag):
                 return  # one of ours already settled (a reply arriving after its fill)
-            self._recent_orders[order.order_id] = order
-            if len(self._recent_orders) > 500:
-                self._recent_orders.pop(next(iter(self._recent_orders)))
+            self.remember_order(order)
             if order.side is Side.SELL and order.symbol in self.ladders:
-                self.sync_gtts()  # perhaps one of our GTTs fired: find out which
+                self.effects.list_gtts()  # perhaps one of our GTTs fired: find out which
             return
-        self.changed = True
-        if order.tag and order.tag == slot.entry_tag:
-            self._entry_update(slot, order, at)
-        elif order.tag and order.tag == slot.exit_tag:
-            self.exit_update(slot, order, at)
-        elif order.order_id == slot.gtt_order_id:
-            self.gtt_order_update(slot, order, at)
+        if order.tag and order.tag == work.entry_tag:
+            self._entry_news(key, work, order, at)
+        elif order.tag and order.tag == work.exit_tag:
+            self.handle(key, ev.SellOrderSeen(order, at))
+        elif order.order_id == work.exit_order_id:
+            self.handle(key, ev.GttOrderSeen(order, at))
 
-    def _entry_update(self, slot: LegSlot, order: Order, at: datetime) -> None:
-        ls = self.ladders.get(slot.symbol)
-        if ls is None or ls.leg(slot.position).state is not LegState.PENDING_ENTRY:
+    def _entry_news(self, key: LegKey, work: LegWork, order: Order, at: datetime) -> None:
+        if work.stage is not Stage.ENTERING:
             return  # already settled (a late duplicate update)
-        tag = slot.entry_tag
-        assert tag is not None
-        if slot.entry_order_id is None:
-            slot.entry_order_id = order.order_id
-            self._by_order_id[order.order_id] = slot
-            self.write(trading_store.mark_order_sent, tag, order.order_id, now=at)
+        self.handle(key, ev.BuyAcked(order.order_id, at))
         if order.state is OrderState.FILLED or (order.state.is_final and order.filled_quantity > 0):
-            self.entry_filled(ls, slot, order.filled_quantity, order.average_price, at)
+            self._bought(key, order.filled_quantity, order.average_price, at, order.order_id)
         elif order.state in (OrderState.CANCELLED, OrderState.REJECTED):
-            state = OrderIntentState(order.state.value)
-            self.entry_not_filled(slot, state, order.status_message or order.state.value)
+            message = order.status_message or order.state.value
+            self.handle(key, ev.BuyEnded(OrderIntentState(order.state.value), message))
 
-    def entry_filled(
-        self, ls: LadderSlot, slot: LegSlot, qty: int, price: float, at: datetime
-    ) -> None:
-        """Record the buy, then protect the leg at once (or sell it in an emergency)."""
-        self.write(
-            trading_store.record_entry_fill,
-            slot.trade_id,
-            price,
-            qty,
-            at,
-            broker_order_id=slot.entry_order_id,
-        )
-        ltp = self.ltp.get(ls.symbol, price)
-        leg, gtt = on_fill(ls.symbol, slot.position, qty, price, at, self.params, last_price=ltp)
-        ls.set_leg(leg)
-        self.note_order(slot, slot.entry_tag, Side.BUY, "MARKET", qty, price, "filled", "entry")
-        if self.state is TradingState.EMERGENCY:
-            self.exit_leg(ls, slot.position, ExitReason.EMERGENCY, ltp)
+    def _bought(self, key: LegKey, qty: int, price: float, at: datetime, order_id: str) -> None:
+        """The buy filled: protect the leg at once (or sell it in an emergency)."""
+        symbol, position = key
+        ltp = self.ltp.get(symbol, price)
+        leg, gtt = on_fill(symbol, position, qty, price, at, self.params, last_price=ltp)
+        emergency = self.state is TradingState.EMERGENCY
+        protect = gtt if not emergency and placeable(gtt, ltp) else None
+        self.handle(key, ev.BuyFilled(qty, price, at, order_id, protect))
+        if emergency:
+            self.handle(key, ev.ExitDecided(ExitReason.EMERGENCY))
+        elif protect is None and leg.target is not None and ltp >= leg.target:
+            self.handle(key, ev.ExitDecided(ExitReason.TARGET))
+
+    def _listed(self, gtts: list[Gtt], at: datetime) -> None:
+        """The broker's GTTs: settle every leg a listing may settle (no call of ours in flight)."""
+        by_id = {g.gtt_id: g for g in gtts}
+        for ls in list(self.ladders.values()):
+            for position in sorted(ls.work):
+                key = (ls.symbol, position)
+                work = self.work(key)
+                if work is None or work.stage not in LISTING_SETTLES:
+                    continue
+                if work.stage in (Stage.PLACE_CHECK, Stage.PLACE_CHECK_EXIT):
+                    assert work.terms is not None
+                    found = matching_gtt(
+                        gtts, ls.symbol, work.terms.qty, work.terms.triggers, set(self.by_gtt_id)
+                    )
+                    self.handle(key, ev.GttSeen(found, at))
+                elif work.gtt_id is not None:
+                    self.handle(key, ev.GttSeen(by_id.get(work.gtt_id), at))
+
+    # --- start-up, commands and the view --------------------------------------------------
+
+    def _reconcile_answer(self, route: Route, result: gw.Result) -> None:
+        assert route.part is not None
+        outcome = self.reconciliation.answer(route.part, result)
+        if outcome is None:
             return
-        self.place_gtt(ls, slot.position, gtt)
+        if outcome is not True:
+            self.fail(str(outcome))
+            return
+        if self.state is not TradingState.RECONCILING:
+            return  # failed meanwhile (a leg's event refused during the settlement)
+        legs = sum(len(ls.live_positions()) for ls in self.ladders.values())
+        self._next_scan = None
+        self.controls.reconciled(
+            f"reconciled with the broker: {len(self.ladders)} ladders, {legs} live legs"
+        )
 
-    def forget_leg(self, slot: LegSlot) -> None:
-        for key in (slot.entry_tag, slot.exit_tag):
-            self._by_tag.pop(key or "", None)
-        for key in (slot.entry_order_id, slot.exit_order_id, slot.gtt_order_id):
-            self._by_order_id.pop(key or "", None)
-        if slot.gtt_id is not None:
-            self._by_gtt_id.pop(slot.gtt_id, None)
+    def start_reconcile(self) -> None:
+        self.reconciliation.start()
 
-    def index_leg(self, slot: LegSlot) -> None:
-        for key in (slot.entry_tag, slot.exit_tag):
-            if key:
-                self._by_tag[key] = slot
-        for key in (slot.entry_order_id, slot.exit_order_id, slot.gtt_order_id):
-            if key:
-                self._by_order_id[key] = slot
-        if slot.gtt_id is not None:
-            self._by_gtt_id[slot.gtt_id] = slot
+    def load_from_db(self) -> None:
+        self.reconciliation.load_from_db()
+
+    def on_command(self, cmd: Command) -> None:
+        self.controls.on_command(cmd)
+
+    def build_view(self) -> TradingView:
+        return build_view(self)
+
+    @property
+    def _params_loader(self) -> ParamsLoader | None:
+        return self.controls.params_loader
+
+    @_params_loader.setter
+    def _params_loader(self, loader: ParamsLoader | None) -> None:
+        self.controls.params_loader = loader

@@ -32,12 +32,6 @@ RANK = {
     "event_bus": 0,
     "ratelimit": 0,
 }
-# The Trader's mixins import their host class back (issue 10 removes them with the
-# explicit leg lifecycle); any other cycle fails.
-KNOWN_CYCLES = {
-    ("Webapp.execution.trader", f"Webapp.execution.{mixin}", "Webapp.execution.trader")
-    for mixin in ("reconcile", "trader_controls", "trader_exits", "trader_gtts")
-}
 FLASK = ("flask", "flask_login", "flask_wtf", "flask_socketio", "flask_limiter", "werkzeug")
 
 
@@ -122,7 +116,6 @@ def test_no_import_cycle_inside_webapp():
     for node in sorted(graph):
         if state[node] == 0:
             visit(node)
-    cycles = [c for c in cycles if tuple(c) not in KNOWN_CYCLES]
     assert cycles == [], "import cycles:\n" + "\n".join(" → ".join(c) for c in cycles)
 
 
