@@ -18,10 +18,9 @@ import sqlite3
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain, repeat
-from types import MemberDescriptorType
 from typing import Any
 
 import psycopg
@@ -38,6 +37,7 @@ from Webapp.market.ohlcv_rows import (
     batch_spans,
     candle_pg_rows,
     candle_sqlite_rows,
+    candles_from_rows,
     column_span,
     columns_from_rows,
     pg_rows,
@@ -391,7 +391,7 @@ class OHLCVStore:
             return cur.fetchall()
 
     def _build(self, symbol: str, tf: Timeframe, rows: list[tuple]) -> list[Candle]:
-        return _candles(symbol, tf, rows, None if self._pg else _fromtimestamp)
+        return candles_from_rows(symbol, tf, rows, None if self._pg else _fromtimestamp)
 
 
 class _ExpectedBars:
@@ -422,53 +422,6 @@ class _ExpectedBars:
         expected = bisect_right(starts, last.timestamp()) - bisect_left(starts, first.timestamp())
         # Every stored start lies in [first, last]: matching against all starts is enough.
         return expected - len(self._sets[tf].intersection(stored))
-
-
-# --- building candles ----------------------------------------------------------------------------
-
-# Candle is a frozen dataclass whose __init__ only stores its twelve fields, one
-# object.__setattr__ call each. Setting its slots directly builds equal objects in
-# about half the time, which is most of a year's read; should Candle ever grow a
-# field or a __post_init__, reads fall back to calling it.
-_CANDLE_FIELDS = COLUMNS
-_SLOTS = tuple(Candle.__dict__.get(name) for name in _CANDLE_FIELDS)
-_DIRECT = (
-    tuple(f.name for f in fields(Candle)) == _CANDLE_FIELDS
-    and not hasattr(Candle, "__post_init__")
-    and all(isinstance(slot, MemberDescriptorType) for slot in _SLOTS)
-)
-
-
-def _candles(symbol: str, tf: Timeframe, rows: list[tuple], to_datetime) -> list[Candle]:
-    """Candles of one series from (ts, open, ..., ema_200) rows; `to_datetime(ts, UTC)`
-    turns a stored ts into a datetime (None: it already is one)."""
-    if not _DIRECT:
-        return [
-            Candle(symbol, tf, ts if to_datetime is None else to_datetime(ts, UTC), *values)
-            for ts, *values in rows
-        ]
-    new = object.__new__
-    s_symbol, s_tf, s_ts, s_open, s_high, s_low, s_close, s_vol, s_e9, s_e21, s_e50, s_e200 = (
-        slot.__set__ for slot in _SLOTS
-    )
-    out = []
-    append = out.append
-    for ts, o, h, lo, c, v, e9, e21, e50, e200 in rows:
-        candle = new(Candle)
-        s_symbol(candle, symbol)
-        s_tf(candle, tf)
-        s_ts(candle, ts if to_datetime is None else to_datetime(ts, UTC))
-        s_open(candle, o)
-        s_high(candle, h)
-        s_low(candle, lo)
-        s_close(candle, c)
-        s_vol(candle, v)
-        s_e9(candle, e9)
-        s_e21(candle, e21)
-        s_e50(candle, e50)
-        s_e200(candle, e200)
-        append(candle)
-    return out
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect
 
-from Webapp.market import ohlcv
+from Webapp.market import ohlcv_rows
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.ohlcv import CoverageRow, InvalidCandles, OHLCVStore
@@ -280,9 +280,9 @@ def test_range_is_half_open_and_comes_back_in_utc(store):
 def test_candles_read_back_equal_candles_built_the_usual_way(store, monkeypatch):
     candles = series()
     store.bulk_load(candles)
-    assert ohlcv._DIRECT  # the fast path is the one in use
+    assert ohlcv_rows._DIRECT  # the fast path is the one in use
     fast = store.candles("INFY", "15m")
-    monkeypatch.setattr(ohlcv, "_DIRECT", False)
+    monkeypatch.setattr(ohlcv_rows, "_DIRECT", False)
     assert store.candles("INFY", "15m") == fast == candles
     assert type(fast[0]) is Candle
     assert {hash(c) for c in fast} == {hash(c) for c in candles}
