@@ -19,7 +19,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import chain, repeat
 from typing import Any
 
@@ -28,7 +28,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from Webapp.market.calendar import MarketCalendar
+from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, CandleColumns, Timeframe
 from Webapp.market.ohlcv_copy import COLUMNS, ON_CONFLICT, VALUES, copy_rows
 from Webapp.market.ohlcv_rows import (
@@ -78,6 +78,18 @@ _SYMBOLS = (
     "WITH RECURSIVE s(symbol) AS (SELECT min(symbol) FROM ohlcv UNION ALL "
     "SELECT (SELECT min(symbol) FROM ohlcv WHERE symbol > s.symbol) FROM s "
     "WHERE s.symbol IS NOT NULL) SELECT symbol FROM s WHERE symbol IS NOT NULL"
+)
+# Each (symbol, timeframe)'s last candle before a time: one index probe per pair. The
+# symbols' rows are put in for {symbols}, a constant text with one placeholder each.
+_TIMEFRAME_ROWS = ", ".join(f"('{tf.value}')" for tf in Timeframe)
+_LAST_BEFORE = (
+    "WITH s(symbol) AS ({symbols}), "  # noqa: S608
+    f"t(timeframe) AS (VALUES {_TIMEFRAME_ROWS}), "
+    "last(symbol, timeframe, ts) AS (SELECT s.symbol, t.timeframe, (SELECT x.ts FROM ohlcv x "
+    "WHERE x.symbol = s.symbol AND x.timeframe = t.timeframe AND x.ts < %s "
+    "ORDER BY x.ts DESC LIMIT 1) FROM s CROSS JOIN t) "
+    "SELECT o.symbol, o.timeframe, o.ts, o.close FROM last JOIN ohlcv o "
+    "ON o.symbol = last.symbol AND o.timeframe = last.timeframe AND o.ts = last.ts"
 )
 
 
@@ -287,6 +299,37 @@ class OHLCVStore:
         if self._pg:
             return set(chain.from_iterable(rows))
         return set(map(_fromtimestamp, chain.from_iterable(rows), repeat(UTC)))
+
+    def previous_closes(self, symbols: Iterable[str], session: date, raw=None) -> dict[str, float]:
+        """Each symbol's previous session close for `session` (an IST date), in one query.
+
+        It is the close of the last stored candle dated before `session`, whatever the
+        holiday list says (STRATEGY.md "Entry"): the daily candle when the latest such
+        date has one, else that date's last intraday candle (the finest timeframe when
+        several end alike). Nothing of `session` itself, a pre-open candle included,
+        is ever used. Symbols with no candle before `session` are left out. `raw`: a
+        driver connection to read on (SignalCandles holds one per scan).
+        """
+        wanted = list(dict.fromkeys(symbols))
+        if not wanted:
+            return {}
+        cutoff = datetime.combine(session, time(0), IST)
+        if self._pg:
+            sql = _LAST_BEFORE.format(symbols="SELECT unnest(%s::text[])")
+            params: list = [wanted, self._bound(cutoff)]
+        else:
+            sql = _LAST_BEFORE.format(symbols="VALUES " + ", ".join(["(%s)"] * len(wanted)))
+            params = [*wanted, self._bound(cutoff)]
+        rows = self._fetch(sql, params) if raw is None else self._fetch_on(raw, sql, params)
+        best: dict[str, tuple] = {}
+        for symbol, timeframe, ts, close in rows:
+            tf = Timeframe(timeframe)
+            at = ts if self._pg else _utc(ts)
+            # Latest date first; on one date the daily candle, then the latest and finest bar.
+            rank = (at.astimezone(IST).date(), tf is Timeframe.D1, at, -tf.length)
+            if symbol not in best or rank > best[symbol][0]:
+                best[symbol] = (rank, close)
+        return {symbol: best[symbol][1] for symbol in wanted if symbol in best}
 
     def first_last(self, symbol: str, timeframe: Timeframe | str) -> Span | None:
         """(first, last) candle start of one series; None when nothing is stored."""

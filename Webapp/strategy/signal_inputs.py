@@ -89,14 +89,13 @@ class SignalCandles:
         the session before `now`'s (IST date's) session."""
         due = last_closed_end(now, self._timeframe, self._calendar)
         session = self._calendar.session_date(now)
-        previous = previous_trading_day(session, self._calendar)
         with self._lock:
             reads = {s: self._reads.get(s) for s in symbols}
             prevs = {s: self._prev.get(s) for s in symbols}
         stale = [s for s in symbols if not _current(reads[s], due, now)]
         unknown = [s for s in symbols if not _prev_known(prevs[s], session, due)]
         if self._ohlcv is not None and (stale or unknown):
-            self._read(stale, unknown, due, now, session, previous)
+            self._read(stale, unknown, due, now, session)
             with self._lock:
                 reads = {s: self._reads.get(s) for s in symbols}
                 prevs = {s: self._prev.get(s) for s in symbols}
@@ -129,29 +128,21 @@ class SignalCandles:
         due: datetime,
         now: datetime,
         session: date,
-        previous: date,
     ) -> None:
         """One connection for every query this scan needs."""
         assert self._ohlcv is not None
         store, tf = self._ohlcv, self._timeframe
-        prev_close_at = self._calendar.session_bounds(previous)[1]
         with store.engine.connect() as conn:
             raw = conn.connection.driver_connection
             for symbol in stale:
                 last = _only(store.read_before(raw, symbol, tf, due, 1))
                 closed_at = None if last is None else self._closed_at(last)
                 self._keep(symbol, _Read(due, now, last, closed_at))
-            for symbol in unknown:
-                close = None
-                # A daily candle starts at 00:00 IST, so the session's own is the last
-                # one starting before its close; intraday, the session's last bar is.
-                for timeframe in dict.fromkeys((Timeframe.D1, tf)):
-                    last = _only(store.read_before(raw, symbol, timeframe, prev_close_at, 1))
-                    if last is not None and self._calendar.session_date(last.ts) == previous:
-                        close = last.close
-                        break
+            if unknown:
+                closes = store.previous_closes(unknown, session, raw)
                 with self._lock:
-                    self._prev[symbol] = (session, close, due)
+                    for symbol in unknown:
+                        self._prev[symbol] = (session, closes.get(symbol), due)
 
     def _keep(self, symbol: str, read: _Read) -> None:
         """Cache `read` unless the cached one is better for the same close."""

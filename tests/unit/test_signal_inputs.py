@@ -176,14 +176,61 @@ def test_prev_close_prefers_the_stored_daily_candle(any_market_store):
     assert got["UP"].prev_close == 1111.1
 
 
-def test_prev_close_is_none_without_that_session_or_a_fallback(market_store):
-    # History stops a week before Thursday: an older close is not the previous session's.
-    store_history(market_store, uptrend(end=date(2025, 3, 6)))
+def test_prev_close_across_a_holiday_the_calendar_does_not_list(any_market_store):
+    # The history skips Holi (Friday the 14th); a holiday list that misses it (old data)
+    # must not make Monday look for a close of that Friday.
+    history = uptrend(end=TUESDAY)
+    store_history(any_market_store, history)
+    unlisted = MarketCalendar(())
+
+    got = SignalCandles(any_market_store, unlisted, M15).inputs(["UP"], ist(MONDAY, 10, 0))
+
+    assert got["UP"].prev_close == session_close(history, THURSDAY, CALENDAR)
+
+
+def test_prev_close_from_intraday_candles_finer_than_the_signal_timeframe(any_market_store):
+    days = trading_sessions(CALENDAR, MONDAY, 3)
+    five = uptrend_candles(
+        "UP", timeframe=Timeframe.M5, sessions=days, start_price=1000.0, step_pct=0.05,
+        calendar=CALENDAR,
+    )  # fmt: skip
+    store_history(any_market_store, five)
+
+    got = SignalCandles(any_market_store, CALENDAR, M15).inputs(["UP"], ist(MONDAY, 10, 0))
+
+    assert got["UP"].prev_close == session_close(five, THURSDAY, CALENDAR)
+
+
+def test_prev_close_never_comes_from_the_session_itself(any_market_store):
+    history = uptrend(end=TUESDAY)
+    store_history(any_market_store, history)
+    today = Candle("UP", Timeframe.D1, ist(MONDAY, 0, 0), 2000.0, 2100.0, 1900.0, 2050.0, 9)
+    pre_open = Candle("UP", Timeframe.M1, ist(MONDAY, 9, 8), 2000.0, 2001.0, 1999.0, 2000.5, 9)
+    store_history(any_market_store, [today, pre_open])
+
+    got = SignalCandles(any_market_store, CALENDAR, M15).inputs(["UP"], ist(MONDAY, 10, 0))
+
+    assert got["UP"].prev_close == session_close(history, THURSDAY, CALENDAR)
+
+
+def test_prev_close_is_the_last_stored_close_however_old(market_store):
+    # History stops a week before Thursday: the close of 6 March is the last one stored.
+    history = uptrend(end=date(2025, 3, 6))
+    store_history(market_store, history)
+
+    got = SignalCandles(market_store, CALENDAR, M15).inputs(["UP"], ist(MONDAY, 10, 0))["UP"]
+
+    assert got.prev_close == session_close(history, date(2025, 3, 6), CALENDAR)
+    assert got.candle_closed_at == ist(date(2025, 3, 6), 15, 30)  # the scan: stale candle
+
+
+def test_prev_close_is_none_without_an_earlier_candle_or_a_fallback(market_store):
+    store_history(market_store, uptrend(end=MONDAY, sessions=1))
 
     got = SignalCandles(market_store, CALENDAR, M15).inputs(["UP"], ist(MONDAY, 10, 0))["UP"]
 
     assert got.prev_close is None
-    assert got.candle_closed_at == ist(date(2025, 3, 6), 15, 30)  # the scan: stale candle
+    assert got.candle_closed_at == ist(MONDAY, 10, 0)
 
 
 # --- the cache -------------------------------------------------------------------------------
