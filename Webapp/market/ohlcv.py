@@ -274,6 +274,18 @@ class OHLCVStore:
             tail = self._fetch_on(raw, *self._select(symbol, tf, first, None))
         return prior, columns_from_rows(symbol, tf, tail, None if self._pg else _fromtimestamp)
 
+    def read_candles(
+        self,
+        raw,
+        symbol: str,
+        timeframe: Timeframe | str,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[Candle]:
+        """`candles(symbol, timeframe, start, end)`, read on the driver connection `raw`."""
+        tf = Timeframe(timeframe)
+        return self._build(symbol, tf, self._fetch_on(raw, *self._select(symbol, tf, start, end)))
+
     def read_before(
         self, raw, symbol: str, timeframe: Timeframe | str, first: datetime, before: int | None
     ) -> CandleColumns:

@@ -20,6 +20,7 @@ from Webapp.market.candle import Candle, CandleColumns, Timeframe
 from Webapp.market.candle_recorder import CANDLES_TOPIC
 from Webapp.market.ltp_store import Quote
 from Webapp.market.ohlcv import OHLCVStore
+from Webapp.market.rollup import RolledCandles
 from Webapp.strategy.signals import (
     SymbolSnapshot,
     last_closed_candle_end,
@@ -63,6 +64,9 @@ class _Read:
 class SignalCandles:
     """Last closed `timeframe` candles and previous closes from the OHLCV store, cached.
 
+    A symbol with no `timeframe` candles stored gets its finest stored candles rolled up
+    (market.rollup.RolledCandles): a replay of imported 5m data has 15m signal candles.
+
     Thread-safe: the engine thread calls `inputs`, the recorder's thread `on_candles`.
     Without a store only `fallback_prev_close` is known (the simulated feed keeps no
     history): every symbol then lacks candles and the scan says so.
@@ -81,6 +85,10 @@ class SignalCandles:
         self._fallback = dict(fallback_prev_close or {})
         self._lock = threading.Lock()
         self._reads: dict[str, _Read] = {}
+        # Signal candles of symbols stored only in finer timeframes (imported 5m data).
+        self._rolled = None
+        if ohlcv is not None and self._timeframe is not Timeframe.D1:
+            self._rolled = RolledCandles(ohlcv, self._timeframe)
         # symbol -> (session date, close or None, the candle due when it was looked for)
         self._prev: dict[str, tuple[date, float | None, datetime]] = {}
 
@@ -136,6 +144,8 @@ class SignalCandles:
             raw = conn.connection.driver_connection
             for symbol in stale:
                 last = _only(store.read_before(raw, symbol, tf, due, 1))
+                if last is None and self._rolled is not None:
+                    last = self._rolled.last_closed(raw, symbol, due)
                 closed_at = None if last is None else self._closed_at(last)
                 self._keep(symbol, _Read(due, now, last, closed_at))
             if unknown:

@@ -59,7 +59,7 @@ def replay(tmp_path_factory):
     try:
         ohlcv.migrate()
         five_min = import_files(ohlcv, sorted(FIVE_MIN.glob("*.csv")))
-        store_signal_history(ohlcv, five_min, Timeframe(params.signal_timeframe), calendar)
+        store_signal_history(ohlcv, five_min, Timeframe(params.signal_timeframe))
         sessions = scratch_app_db(folder / "app.db")
         candles = [candle for series in five_min.values() for candle in series]
         legs = replay_candles(candles, sessions, params, ohlcv, run_id=RUN_ID, calendar=calendar)

@@ -17,6 +17,7 @@ from tests.trading_history import (
     uptrend_candles,
 )
 from tests.unit.strategy_scenarios import DEFAULTS
+from Webapp.backtest.history import store_signal_history
 from Webapp.event_bus import EventBus
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
@@ -147,6 +148,48 @@ def test_a_symbol_with_no_candles_gets_none_but_its_fallback_close(market_store)
     got = candles.inputs(["NEW", "OTHER"], ist(MONDAY, 10, 0))
 
     assert got == {"NEW": CandleInputs(prev_close=512.5), "OTHER": CandleInputs()}
+
+
+def five_minute_uptrend(end: date = TUESDAY, sessions: int = 10) -> list[Candle]:
+    days = trading_sessions(CALENDAR, end, sessions)
+    return uptrend_candles(
+        "UP", timeframe=Timeframe.M5, sessions=days, start_price=1000.0, step_pct=0.02,
+        calendar=CALENDAR,
+    )  # fmt: skip
+
+
+def test_with_only_5m_candles_stored_the_signal_candle_is_their_15m_roll_up(
+    any_market_store, tmp_path
+):
+    # The store holds 5m candles up to Tuesday's close: nothing after `now` may leak in.
+    five = five_minute_uptrend()
+    store_history(any_market_store, five)
+    with migrated_market_store(
+        f"sqlite:///{any_market_store.url.rsplit('/', 1)[0]}/r.db"
+    ) as rolled:
+        store_signal_history(rolled, {"UP": five}, M15)  # what a backtest stores
+        expected = SignalCandles(rolled, CALENDAR, M15)
+        candles = SignalCandles(any_market_store, CALENDAR, M15)
+
+        for now, start in LAST_CLOSED:  # one instance for all: the roll-up must follow `now`
+            got = candles.inputs(["UP"], now)["UP"]
+            assert got == expected.inputs(["UP"], now)["UP"], now
+            assert got.candle_closed_at == CALENDAR.bar_end(start, M15) <= now, now
+            assert None not in (got.ema_9, got.ema_21, got.ema_50, got.ema_200), now
+
+
+def test_a_15m_candle_rolled_up_from_5m_is_given_only_once_all_three_have_closed(market_store):
+    five = five_minute_uptrend()
+    store_history(market_store, five)
+    candles = SignalCandles(market_store, CALENDAR, M15)
+    by_start = {c.ts: c for c in five}
+
+    for minute in range(45, 60):  # 09:45-10:00: the 09:45 candle is forming
+        got = candles.inputs(["UP"], ist(MONDAY, 9, minute, 30))["UP"]
+        assert got.candle_closed_at == ist(MONDAY, 9, 45)
+        assert got.candle_close == by_start[ist(MONDAY, 9, 40)].close
+    at_ten = candles.inputs(["UP"], ist(MONDAY, 10, 0))["UP"]
+    assert at_ten.candle_close == by_start[ist(MONDAY, 9, 55)].close
 
 
 # --- the previous session's close ------------------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from Webapp.market.calendar import IST, MarketCalendar
+from Webapp.market.calendar import IST, SESSION_HOURS, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.feeds.base import Feed, FeedState
 from Webapp.market.ltp_store import LTPStore
@@ -46,22 +46,11 @@ class ReplayTick:
     volume: int
 
 
-class _EveryDayTrades(MarketCalendar):
-    """Session hours without holidays: a stored candle proves its day traded
-    (a Muhurat session, a year beyond the holiday list), so replay never refuses one."""
-
-    def is_trading_day(self, d: date) -> bool:
-        return True
-
-
-_SESSIONS = _EveryDayTrades(())
-
-
 def _calendar_for(candle: Candle) -> MarketCalendar | None:
     """The session calendar, except for an intraday candle outside the session
     (a pre-open bar), which plays over its own length instead of being cut."""
-    if candle.timeframe is Timeframe.D1 or _SESSIONS.in_session(candle.ts):
-        return _SESSIONS
+    if candle.timeframe is Timeframe.D1 or SESSION_HOURS.in_session(candle.ts):
+        return SESSION_HOURS
     return None
 
 
