@@ -67,7 +67,8 @@ class SignalCandles:
     A symbol with no `timeframe` candles stored gets its finest stored candles rolled up
     (market.rollup.RolledCandles): a replay of imported 5m data has 15m signal candles.
 
-    Thread-safe: the engine thread calls `inputs`, the recorder's thread `on_candles`.
+    Thread-safe: the engine thread calls `inputs`, the recorder's thread `on_candles`,
+    web threads `previous_closes` (the roll-ups are only ever read by `inputs`).
     Without a store only `fallback_prev_close` is known (the simulated feed keeps no
     history): every symbol then lacks candles and the scan says so.
     """
@@ -108,6 +109,23 @@ class SignalCandles:
                 reads = {s: self._reads.get(s) for s in symbols}
                 prevs = {s: self._prev.get(s) for s in symbols}
         return {s: self._combine(s, reads[s], prevs[s], session, now) for s in symbols}
+
+    def previous_closes(self, symbols: Sequence[str], now: datetime) -> dict[str, float]:
+        """The previous session close of each of `symbols` at `now`, as `inputs` gives it
+        (the fallback where none is stored), for the day change on screen; symbols without
+        one are left out. Shares the cache: a page asks the store no more often than a scan.
+        """
+        due = last_closed_end(now, self._timeframe, self._calendar)
+        session = self._calendar.session_date(now)
+        with self._lock:
+            prevs = {s: self._prev.get(s) for s in symbols}
+        unknown = [s for s in symbols if not _prev_known(prevs[s], session, due)]
+        if self._ohlcv is not None and unknown:
+            self._read([], unknown, due, now, session)
+            with self._lock:
+                prevs = {s: self._prev.get(s) for s in symbols}
+        closes = {s: self._prev_close(s, prevs[s], session) for s in symbols}
+        return {s: close for s, close in closes.items() if close is not None}
 
     def on_candles(self, candles: Iterable[Candle]) -> None:
         """Closed candles from the recorder: those of the signal timeframe become the
@@ -169,9 +187,7 @@ class SignalCandles:
         session: date,
         now: datetime,
     ) -> CandleInputs:
-        prev_close = prev[1] if prev is not None and prev[0] == session else None
-        if prev_close is None:
-            prev_close = self._fallback.get(symbol)
+        prev_close = self._prev_close(symbol, prev, session)
         candle = read.candle if read is not None else None
         # Never a candle still forming at `now` (one pushed live by a clock ahead of ours).
         if candle is None or read.closed_at is None or read.closed_at > now:
@@ -185,6 +201,12 @@ class SignalCandles:
             candle_closed_at=read.closed_at,
             prev_close=prev_close,
         )
+
+    def _prev_close(
+        self, symbol: str, prev: tuple[date, float | None, datetime] | None, session: date
+    ) -> float | None:
+        close = prev[1] if prev is not None and prev[0] == session else None
+        return self._fallback.get(symbol) if close is None else close
 
     def _closed_at(self, candle: Candle) -> datetime:
         try:

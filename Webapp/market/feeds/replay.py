@@ -253,6 +253,13 @@ class ReplayFeed(Feed):
     def candle_count(self) -> int:
         return self._candle_count
 
+    @property
+    def first_tick_at(self) -> datetime | None:
+        """Market time of the replay's first tick (None without candles): where a replay's
+        engine clock starts, whatever range was asked for."""
+        first = next(self._steps_from_start(), None)
+        return None if first is None else first.at
+
     def ticks(self) -> Iterator[ReplayTick]:
         """Every tick the replay delivers, in order, without touching the store or clock."""
         for step in self._steps_from_start():
