@@ -6,7 +6,8 @@ from datetime import date
 
 import pytest
 
-from tests.trading_history import trading_sessions, uptrend_candles
+from tests.conftest import migrated_market_store
+from tests.trading_history import store_history, trading_sessions, uptrend_candles
 from tests.trading_rig import DEFAULTS
 from Webapp.backtest.history import store_signal_history
 from Webapp.backtest.paper_replay import PaperReplay, fingerprint, scratch_app_db
@@ -73,3 +74,20 @@ def test_two_replays_of_the_same_candles_trade_alike(tmp_path, market_store, upt
     first = replay(tmp_path, market_store, uptrend, "first").legs()
     second = replay(tmp_path, market_store, uptrend, "second").legs()
     assert first and fingerprint(first) == fingerprint(second)
+
+
+def test_5m_candles_alone_trade_exactly_as_with_their_15m_roll_up_stored(
+    tmp_path, market_store, uptrend
+):
+    """No 15m candles stored (a replay of imported 5m data): the scan rolls the 5m candles
+    up itself, closed by its time only, and trades as the backtest with stored 15m does,
+    from the first session with enough 15m history for EMA200 (200 bars: 8 sessions)."""
+    with migrated_market_store(f"sqlite:///{tmp_path / 'five.db'}") as five_only:
+        store_history(five_only, uptrend)
+        assert five_only.first_last("INFY", Timeframe.M15) is None
+        rolled = replay(tmp_path, five_only, uptrend, "five-only").legs()
+    stored = replay(tmp_path, market_store, uptrend, "stored").legs()
+
+    assert rolled and fingerprint(rolled) == fingerprint(stored)
+    first_session_with_emas = trading_sessions(CALENDAR, DAY, 10)[8]
+    assert CALENDAR.session_date(rolled[0].entry_time) == first_session_with_emas
