@@ -79,17 +79,21 @@ _SYMBOLS = (
     "SELECT (SELECT min(symbol) FROM ohlcv WHERE symbol > s.symbol) FROM s "
     "WHERE s.symbol IS NOT NULL) SELECT symbol FROM s WHERE symbol IS NOT NULL"
 )
-# Each (symbol, timeframe)'s last candle before a time: one index probe per pair. The
+# Each (symbol, timeframe)'s last candle before a time: index probes per pair, never a scan
+# (a join back to ohlcv lets PostgreSQL choose a hash join over the whole table). The
 # symbols' rows are put in for {symbols}, a constant text with one placeholder each.
 _TIMEFRAME_ROWS = ", ".join(f"('{tf.value}')" for tf in Timeframe)
+_LAST_OF_PAIR = (
+    "(SELECT x.{column} FROM ohlcv x WHERE x.symbol = s.symbol AND x.timeframe = t.timeframe "
+    "AND x.ts < %s ORDER BY x.ts DESC LIMIT 1)"
+)
 _LAST_BEFORE = (
     "WITH s(symbol) AS ({symbols}), "  # noqa: S608
-    f"t(timeframe) AS (VALUES {_TIMEFRAME_ROWS}), "
-    "last(symbol, timeframe, ts) AS (SELECT s.symbol, t.timeframe, (SELECT x.ts FROM ohlcv x "
-    "WHERE x.symbol = s.symbol AND x.timeframe = t.timeframe AND x.ts < %s "
-    "ORDER BY x.ts DESC LIMIT 1) FROM s CROSS JOIN t) "
-    "SELECT o.symbol, o.timeframe, o.ts, o.close FROM last JOIN ohlcv o "
-    "ON o.symbol = last.symbol AND o.timeframe = last.timeframe AND o.ts = last.ts"
+    f"t(timeframe) AS (VALUES {_TIMEFRAME_ROWS}) "
+    "SELECT symbol, timeframe, ts, close FROM (SELECT s.symbol AS symbol, "
+    f"t.timeframe AS timeframe, {_LAST_OF_PAIR.format(column='ts')} AS ts, "
+    f"{_LAST_OF_PAIR.format(column='close')} AS close "
+    "FROM s CROSS JOIN t) AS last WHERE ts IS NOT NULL"
 )
 
 
@@ -328,10 +332,10 @@ class OHLCVStore:
         cutoff = datetime.combine(session, time(0), IST)
         if self._pg:
             sql = _LAST_BEFORE.format(symbols="SELECT unnest(%s::text[])")
-            params: list = [wanted, self._bound(cutoff)]
+            params: list = [wanted, self._bound(cutoff), self._bound(cutoff)]
         else:
             sql = _LAST_BEFORE.format(symbols="VALUES " + ", ".join(["(%s)"] * len(wanted)))
-            params = [*wanted, self._bound(cutoff)]
+            params = [*wanted, self._bound(cutoff), self._bound(cutoff)]
         rows = self._fetch(sql, params) if raw is None else self._fetch_on(raw, sql, params)
         best: dict[str, tuple] = {}
         for symbol, timeframe, ts, close in rows:
