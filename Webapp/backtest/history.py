@@ -2,23 +2,22 @@
 
 The scan reads the last closed signal-timeframe candle and its EMAs from the OHLCV
 store (execution/signal_inputs.py). When the data is finer than that timeframe
-(5m files, 15m signals), each session's bars are rolled up here and stored with
+(5m files, 15m signals), each session's bars are rolled up (market.rollup) and stored with
 EMAs the way an import stores them (bar_store.store_bars), so a candle's EMAs use
 only the closes before and at it: no look-ahead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable
 from pathlib import Path
 
 from Webapp.market.bar_store import store_bars
 from Webapp.market.bars import Bars
-from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.csv_import import import_csv
 from Webapp.market.ohlcv import OHLCVStore
+from Webapp.market.rollup import roll_up
 
 
 def import_files(ohlcv: OHLCVStore, paths: Iterable[str | Path]) -> dict[str, list[Candle]]:
@@ -35,45 +34,10 @@ def import_files(ohlcv: OHLCVStore, paths: Iterable[str | Path]) -> dict[str, li
     return out
 
 
-def roll_up(
-    candles: Sequence[Candle], timeframe: Timeframe, calendar: MarketCalendar
-) -> list[Candle]:
-    """`candles` (one symbol, one finer intraday timeframe, oldest first) as `timeframe` bars.
-
-    Each bar of a session takes the open of its first candle, the highest high, the
-    lowest low, the close of its last candle and the summed volume. A bar is made
-    from whatever candles fall in it (a gap in the data gives a bar from fewer).
-    No EMAs: store_signal_history computes them.
-    """
-    if timeframe is Timeframe.D1:
-        raise ValueError("roll_up makes intraday bars; daily candles have their own source")
-    groups: dict[datetime, list[Candle]] = {}
-    for candle in candles:
-        if candle.timeframe.length >= timeframe.length:
-            raise ValueError(
-                f"{candle.symbol}: a {candle.timeframe} candle cannot be rolled up to {timeframe}"
-            )
-        groups.setdefault(calendar.bar_start(candle.ts, timeframe), []).append(candle)
-    return [
-        Candle(
-            group[0].symbol,
-            timeframe,
-            start,
-            group[0].open,
-            max(c.high for c in group),
-            min(c.low for c in group),
-            group[-1].close,
-            sum(c.volume for c in group),
-        )
-        for start, group in sorted(groups.items())
-    ]
-
-
 def store_signal_history(
     ohlcv: OHLCVStore,
     candles_by_symbol: dict[str, list[Candle]],
     timeframe: Timeframe,
-    calendar: MarketCalendar,
 ) -> int:
     """Roll every symbol's candles up to `timeframe` and store them with EMAs; returns rows
     written. Candles already of `timeframe` are stored as they are."""
@@ -81,9 +45,7 @@ def store_signal_history(
     for symbol, candles in candles_by_symbol.items():
         if not candles:
             continue
-        bars = (
-            candles if candles[0].timeframe is timeframe else roll_up(candles, timeframe, calendar)
-        )
+        bars = candles if candles[0].timeframe is timeframe else roll_up(candles, timeframe)
         columns = Bars.of(bars)
         written += store_bars(ohlcv, symbol, timeframe, columns)[0]
     return written

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from sqlalchemy import Engine as DbEngine
@@ -32,12 +31,9 @@ from Webapp.execution.trading_view import TradingState
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Timeframe
 from Webapp.market.candle_recorder import CandleRecorder
-from Webapp.market.feed_factory import (
-    FeedConfigError,
-    build_feed,
-    previous_closes,
-)
+from Webapp.market.feed_factory import FeedConfigError, build_feed
 from Webapp.market.feeds import Feed, FeedState
+from Webapp.market.feeds.replay import ReplayFeed
 from Webapp.market.ltp_store import LTPStore
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.market.universe import UniverseMember, load_universe
@@ -77,8 +73,9 @@ class Runtime:
     # orders yet: the ladder strategy that drives it is the next step.
     broker: Broker
     ohlcv: OHLCVStore | None = None
-    # Previous session close per symbol, for the day change on screen.
-    reference_prices: dict[str, float] = field(default_factory=dict)
+    # The scan's market inputs; their previous closes are the day change on screen too.
+    signal_candles: SignalCandles | None = None
+    clock: Clock = field(default_factory=WallClock)
     # The app DB engine when build() opened one itself (no session factory given).
     own_db_engine: DbEngine | None = None
 
@@ -146,24 +143,24 @@ class Runtime:
             bus=bus,
             symbols=symbols,
         )
-        if ohlcv is None:
-            references = {member.symbol: member.ref_price for member in universe}
-        else:
-            today = calendar.session_date(datetime.now(UTC))
-            before = settings.replay_from if settings.feed is FeedKind.REPLAY else today
-            references = previous_closes(ohlcv, symbols, before or today)
+        # Without a market store (the simulator) the universe's reference prices stand in
+        # for the previous closes; with one, only stored closes count.
+        fallback = {} if ohlcv is not None else {m.symbol: m.ref_price for m in universe}
         # Everything is valid: bring the app DB to the current schema (the paper account
         # lives in it; the web app needs it either way).
         migrate.upgrade(settings.resolved_database_url)
         replay = settings.feed is FeedKind.REPLAY
         clock: Clock = WallClock()
         if replay:
-            # A replay trades in its own market time: the entry window, cooldowns and
-            # timeouts follow the replayed session, not the machine's clock.
-            start = datetime.combine(settings.replay_from or date.today(), time(3, 45), UTC)
-            # The last tick's time, not the estimate between ticks: scans judge freshness
-            # at tick times, as a backtest does, whatever REPLAY_SPEED is.
-            clock = FeedClock(lambda: feed.last_tick_at, start)
+            # A replay trades in its own market time from its first tick on (whatever
+            # REPLAY_FROM is): the entry window, cooldowns and timeouts follow the replayed
+            # session, not the machine's clock. The last tick's time, not the estimate
+            # between ticks: scans judge freshness at tick times, as a backtest does,
+            # whatever REPLAY_SPEED is.
+            assert isinstance(feed, ReplayFeed)
+            first_tick_at = feed.first_tick_at
+            assert first_tick_at is not None  # a replay without candles was refused above
+            clock = FeedClock(lambda: feed.last_tick_at, first_tick_at)
         if broker is None:
             # Orders placed between ticks price off the store's latest quote; the trader
             # drives its on_price (fills, exit timeouts, GTT triggers) before the rules.
@@ -171,9 +168,12 @@ class Runtime:
         engine = Engine(store, bus)
         gateway = OrderGateway(broker, engine.submit, clock=clock)
         signal_candles = SignalCandles(
-            ohlcv, calendar, Timeframe(params.signal_timeframe), fallback_prev_close=references
+            ohlcv, calendar, Timeframe(params.signal_timeframe), fallback_prev_close=fallback
         )
-        signal_candles.subscribe(bus)
+        if recorder.stores_candles:
+            # Live candles are history as soon as they are stored. A replay's are not: they
+            # rebuild the stored history from its own ticks, without the EMAs before it.
+            signal_candles.subscribe(bus)
         trader = build_trader(
             Driver.LIVE if live else Driver.PAPER,
             broker=broker,
@@ -207,9 +207,18 @@ class Runtime:
             recorder,
             broker,
             ohlcv=ohlcv,
-            reference_prices=references,
+            signal_candles=signal_candles,
+            clock=clock,
             own_db_engine=own_db_engine,
         )
+
+    def reference_prices(self) -> dict[str, float]:
+        """Each universe symbol's previous session close at the engine's time (a replay's
+        market time), for the day change on screen: the close the scan measures from."""
+        if self.signal_candles is None:
+            return {}
+        symbols = [member.symbol for member in self.universe]
+        return self.signal_candles.previous_closes(symbols, self.clock.now())
 
     def start(self) -> None:
         # Engine and candles first: they must be listening before the first tick.

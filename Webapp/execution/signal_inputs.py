@@ -20,6 +20,7 @@ from Webapp.market.candle import Candle, CandleColumns, Timeframe
 from Webapp.market.candle_recorder import CANDLES_TOPIC
 from Webapp.market.ltp_store import Quote
 from Webapp.market.ohlcv import OHLCVStore
+from Webapp.market.rollup import RolledCandles
 from Webapp.strategy.signals import (
     SymbolSnapshot,
     last_closed_candle_end,
@@ -63,7 +64,11 @@ class _Read:
 class SignalCandles:
     """Last closed `timeframe` candles and previous closes from the OHLCV store, cached.
 
-    Thread-safe: the engine thread calls `inputs`, the recorder's thread `on_candles`.
+    A symbol with no `timeframe` candles stored gets its finest stored candles rolled up
+    (market.rollup.RolledCandles): a replay of imported 5m data has 15m signal candles.
+
+    Thread-safe: the engine thread calls `inputs`, the recorder's thread `on_candles`,
+    web threads `previous_closes` (the roll-ups are only ever read by `inputs`).
     Without a store only `fallback_prev_close` is known (the simulated feed keeps no
     history): every symbol then lacks candles and the scan says so.
     """
@@ -81,6 +86,10 @@ class SignalCandles:
         self._fallback = dict(fallback_prev_close or {})
         self._lock = threading.Lock()
         self._reads: dict[str, _Read] = {}
+        # Signal candles of symbols stored only in finer timeframes (imported 5m data).
+        self._rolled = None
+        if ohlcv is not None and self._timeframe is not Timeframe.D1:
+            self._rolled = RolledCandles(ohlcv, self._timeframe)
         # symbol -> (session date, close or None, the candle due when it was looked for)
         self._prev: dict[str, tuple[date, float | None, datetime]] = {}
 
@@ -89,18 +98,34 @@ class SignalCandles:
         the session before `now`'s (IST date's) session."""
         due = last_closed_end(now, self._timeframe, self._calendar)
         session = self._calendar.session_date(now)
-        previous = previous_trading_day(session, self._calendar)
         with self._lock:
             reads = {s: self._reads.get(s) for s in symbols}
             prevs = {s: self._prev.get(s) for s in symbols}
         stale = [s for s in symbols if not _current(reads[s], due, now)]
         unknown = [s for s in symbols if not _prev_known(prevs[s], session, due)]
         if self._ohlcv is not None and (stale or unknown):
-            self._read(stale, unknown, due, now, session, previous)
+            self._read(stale, unknown, due, now, session)
             with self._lock:
                 reads = {s: self._reads.get(s) for s in symbols}
                 prevs = {s: self._prev.get(s) for s in symbols}
         return {s: self._combine(s, reads[s], prevs[s], session, now) for s in symbols}
+
+    def previous_closes(self, symbols: Sequence[str], now: datetime) -> dict[str, float]:
+        """The previous session close of each of `symbols` at `now`, as `inputs` gives it
+        (the fallback where none is stored), for the day change on screen; symbols without
+        one are left out. Shares the cache: a page asks the store no more often than a scan.
+        """
+        due = last_closed_end(now, self._timeframe, self._calendar)
+        session = self._calendar.session_date(now)
+        with self._lock:
+            prevs = {s: self._prev.get(s) for s in symbols}
+        unknown = [s for s in symbols if not _prev_known(prevs[s], session, due)]
+        if self._ohlcv is not None and unknown:
+            self._read([], unknown, due, now, session)
+            with self._lock:
+                prevs = {s: self._prev.get(s) for s in symbols}
+        closes = {s: self._prev_close(s, prevs[s], session) for s in symbols}
+        return {s: close for s, close in closes.items() if close is not None}
 
     def on_candles(self, candles: Iterable[Candle]) -> None:
         """Closed candles from the recorder: those of the signal timeframe become the
@@ -129,29 +154,23 @@ class SignalCandles:
         due: datetime,
         now: datetime,
         session: date,
-        previous: date,
     ) -> None:
         """One connection for every query this scan needs."""
         assert self._ohlcv is not None
         store, tf = self._ohlcv, self._timeframe
-        prev_close_at = self._calendar.session_bounds(previous)[1]
         with store.engine.connect() as conn:
             raw = conn.connection.driver_connection
             for symbol in stale:
                 last = _only(store.read_before(raw, symbol, tf, due, 1))
+                if last is None and self._rolled is not None:
+                    last = self._rolled.last_closed(raw, symbol, due)
                 closed_at = None if last is None else self._closed_at(last)
                 self._keep(symbol, _Read(due, now, last, closed_at))
-            for symbol in unknown:
-                close = None
-                # A daily candle starts at 00:00 IST, so the session's own is the last
-                # one starting before its close; intraday, the session's last bar is.
-                for timeframe in dict.fromkeys((Timeframe.D1, tf)):
-                    last = _only(store.read_before(raw, symbol, timeframe, prev_close_at, 1))
-                    if last is not None and self._calendar.session_date(last.ts) == previous:
-                        close = last.close
-                        break
+            if unknown:
+                closes = store.previous_closes(unknown, session, raw)
                 with self._lock:
-                    self._prev[symbol] = (session, close, due)
+                    for symbol in unknown:
+                        self._prev[symbol] = (session, closes.get(symbol), due)
 
     def _keep(self, symbol: str, read: _Read) -> None:
         """Cache `read` unless the cached one is better for the same close."""
@@ -168,9 +187,7 @@ class SignalCandles:
         session: date,
         now: datetime,
     ) -> CandleInputs:
-        prev_close = prev[1] if prev is not None and prev[0] == session else None
-        if prev_close is None:
-            prev_close = self._fallback.get(symbol)
+        prev_close = self._prev_close(symbol, prev, session)
         candle = read.candle if read is not None else None
         # Never a candle still forming at `now` (one pushed live by a clock ahead of ours).
         if candle is None or read.closed_at is None or read.closed_at > now:
@@ -184,6 +201,12 @@ class SignalCandles:
             candle_closed_at=read.closed_at,
             prev_close=prev_close,
         )
+
+    def _prev_close(
+        self, symbol: str, prev: tuple[date, float | None, datetime] | None, session: date
+    ) -> float | None:
+        close = prev[1] if prev is not None and prev[0] == session else None
+        return self._fallback.get(symbol) if close is None else close
 
     def _closed_at(self, candle: Candle) -> datetime:
         try:

@@ -185,6 +185,18 @@ class MarketCalendar:
         )
 
 
+class _EveryDayTrades(MarketCalendar):
+    """Session hours without holidays: a stored candle proves its day traded (a Muhurat
+    session, a year beyond the holiday list), so what reads stored candles never refuses one."""
+
+    def is_trading_day(self, d: date) -> bool:
+        return True
+
+
+# The session grid alone: 09:15–15:30 IST bars on any date, whatever the holiday list.
+SESSION_HOURS: MarketCalendar = _EveryDayTrades(())
+
+
 def load_holidays(path: Path = HOLIDAYS_CSV) -> dict[date, str]:
     """Holidays from a `date,description` CSV, checked: ISO dates, weekdays, sorted, unique.
 

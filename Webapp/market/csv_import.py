@@ -51,6 +51,9 @@ _MAX_SYMBOL = 64  # what the ohlcv table accepts
 class ImportReport:
     """What became of one file: `errors` is empty when it was stored.
 
+    `problems` is how many problems a refused file has: `errors` lists at most
+    MAX_ERRORS of them, then one line counting the rest.
+
     `rows` is how many candles the file holds; `changed` how many rows the store
     inserted or changed (0 when re-importing an identical file). `restated` counts
     candles stored earlier whose EMAs were recomputed because the
@@ -68,6 +71,7 @@ class ImportReport:
     changed: int = 0
     restated: int = 0
     notes: list[str] = field(default_factory=list)
+    problems: int = 0
 
     @property
     def ok(self) -> bool:
@@ -75,11 +79,13 @@ class ImportReport:
 
 
 class CsvImportError(Exception):
-    """A file was refused; nothing of it was stored. `errors` are `<file>:<line>: ...` lines."""
+    """A file was refused; nothing of it was stored. `errors` are `<file>:<line>: ...` lines,
+    at most MAX_ERRORS and a line counting the rest; `problems` is the true count."""
 
-    def __init__(self, file: str, errors: list[str]) -> None:
+    def __init__(self, file: str, errors: list[str], problems: int | None = None) -> None:
         self.file = file
         self.errors = errors
+        self.problems = len(errors) if problems is None else problems
         listed = "\n".join(f"  {line}" for line in errors)
         super().__init__(f"{file} was not imported:\n{listed}")
 
@@ -151,7 +157,7 @@ def import_many(
             try:
                 checked = _check_file(path, options, parsing, calendar)
             except CsvImportError as exc:
-                reports[i] = _refused(path.name, exc.errors)
+                reports[i] = _refused(path.name, exc)
                 advance(base)
                 continue
             stored = _on_stored(checked, lambda report, i=i, end=base: file_done(i, report, end))
@@ -239,7 +245,7 @@ def _check_file(
     elif not bars.ts and not errors:
         errors.append((parsed.first_data_line, "no candle rows in the file"))
     if errors:
-        raise CsvImportError(name, _format_errors(name, errors))
+        raise CsvImportError(name, _format_errors(name, errors), len(errors))
     assert symbol is not None and timeframe is not None
     return _Checked(name, symbol, timeframe, bars, notes, total)
 
@@ -251,13 +257,16 @@ def _on_stored(checked: _Checked, then: Callable[[ImportReport], None]) -> Store
         if error is None:
             then(checked.report(changed, restated))
         else:
-            then(_refused(checked.name, [f"{checked.name}: {error}"]))
+            refusal = CsvImportError(checked.name, [f"{checked.name}: {error}"])
+            then(_refused(checked.name, refusal))
 
     return stored
 
 
-def _refused(name: str, errors: list[str]) -> ImportReport:
-    return ImportReport(name, None, None, 0, None, None, errors=errors)
+def _refused(name: str, refusal: CsvImportError) -> ImportReport:
+    return ImportReport(
+        name, None, None, 0, None, None, errors=refusal.errors, problems=refusal.problems
+    )
 
 
 def _read_text(path: Path) -> str:

@@ -157,16 +157,3 @@ def ist_midnight(day: date, next_day: bool = False) -> datetime:
     """00:00 IST of `day` (or of the day after), as the aware datetime the store compares."""
     midnight = datetime.combine(day, time(0), tzinfo=IST)
     return midnight + timedelta(days=1) if next_day else midnight
-
-
-def previous_closes(ohlcv: OHLCVStore, symbols: list[str], before: date) -> dict[str, float]:
-    """The last stored daily close of each symbol before `before` (IST date), for day change."""
-    closes: dict[str, float] = {}
-    cutoff = ist_midnight(before)
-    # Two weeks back covers any run of holidays; reading the whole history would not.
-    window_start = cutoff - timedelta(days=14)
-    for symbol in symbols:
-        last = ohlcv.candles(symbol, Timeframe.D1, start=window_start, end=cutoff)[-1:]
-        if last:
-            closes[symbol] = last[0].close
-    return closes

@@ -18,10 +18,9 @@ import sqlite3
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import chain, repeat
-from types import MemberDescriptorType
 from typing import Any
 
 import psycopg
@@ -29,7 +28,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from Webapp.market.calendar import MarketCalendar
+from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, CandleColumns, Timeframe
 from Webapp.market.ohlcv_copy import COLUMNS, ON_CONFLICT, VALUES, copy_rows
 from Webapp.market.ohlcv_rows import (
@@ -38,6 +37,7 @@ from Webapp.market.ohlcv_rows import (
     batch_spans,
     candle_pg_rows,
     candle_sqlite_rows,
+    candles_from_rows,
     column_span,
     columns_from_rows,
     pg_rows,
@@ -78,6 +78,22 @@ _SYMBOLS = (
     "WITH RECURSIVE s(symbol) AS (SELECT min(symbol) FROM ohlcv UNION ALL "
     "SELECT (SELECT min(symbol) FROM ohlcv WHERE symbol > s.symbol) FROM s "
     "WHERE s.symbol IS NOT NULL) SELECT symbol FROM s WHERE symbol IS NOT NULL"
+)
+# Each (symbol, timeframe)'s last candle before a time: index probes per pair, never a scan
+# (a join back to ohlcv lets PostgreSQL choose a hash join over the whole table). The
+# symbols' rows are put in for {symbols}, a constant text with one placeholder each.
+_TIMEFRAME_ROWS = ", ".join(f"('{tf.value}')" for tf in Timeframe)
+_LAST_OF_PAIR = (
+    "(SELECT x.{column} FROM ohlcv x WHERE x.symbol = s.symbol AND x.timeframe = t.timeframe "
+    "AND x.ts < %s ORDER BY x.ts DESC LIMIT 1)"
+)
+_LAST_BEFORE = (
+    "WITH s(symbol) AS ({symbols}), "  # noqa: S608
+    f"t(timeframe) AS (VALUES {_TIMEFRAME_ROWS}) "
+    "SELECT symbol, timeframe, ts, close FROM (SELECT s.symbol AS symbol, "
+    f"t.timeframe AS timeframe, {_LAST_OF_PAIR.format(column='ts')} AS ts, "
+    f"{_LAST_OF_PAIR.format(column='close')} AS close "
+    "FROM s CROSS JOIN t) AS last WHERE ts IS NOT NULL"
 )
 
 
@@ -262,6 +278,18 @@ class OHLCVStore:
             tail = self._fetch_on(raw, *self._select(symbol, tf, first, None))
         return prior, columns_from_rows(symbol, tf, tail, None if self._pg else _fromtimestamp)
 
+    def read_candles(
+        self,
+        raw,
+        symbol: str,
+        timeframe: Timeframe | str,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[Candle]:
+        """`candles(symbol, timeframe, start, end)`, read on the driver connection `raw`."""
+        tf = Timeframe(timeframe)
+        return self._build(symbol, tf, self._fetch_on(raw, *self._select(symbol, tf, start, end)))
+
     def read_before(
         self, raw, symbol: str, timeframe: Timeframe | str, first: datetime, before: int | None
     ) -> CandleColumns:
@@ -287,6 +315,37 @@ class OHLCVStore:
         if self._pg:
             return set(chain.from_iterable(rows))
         return set(map(_fromtimestamp, chain.from_iterable(rows), repeat(UTC)))
+
+    def previous_closes(self, symbols: Iterable[str], session: date, raw=None) -> dict[str, float]:
+        """Each symbol's previous session close for `session` (an IST date), in one query.
+
+        It is the close of the last stored candle dated before `session`, whatever the
+        holiday list says (STRATEGY.md "Entry"): the daily candle when the latest such
+        date has one, else that date's last intraday candle (the finest timeframe when
+        several end alike). Nothing of `session` itself, a pre-open candle included,
+        is ever used. Symbols with no candle before `session` are left out. `raw`: a
+        driver connection to read on (SignalCandles holds one per scan).
+        """
+        wanted = list(dict.fromkeys(symbols))
+        if not wanted:
+            return {}
+        cutoff = datetime.combine(session, time(0), IST)
+        if self._pg:
+            sql = _LAST_BEFORE.format(symbols="SELECT unnest(%s::text[])")
+            params: list = [wanted, self._bound(cutoff), self._bound(cutoff)]
+        else:
+            sql = _LAST_BEFORE.format(symbols="VALUES " + ", ".join(["(%s)"] * len(wanted)))
+            params = [*wanted, self._bound(cutoff), self._bound(cutoff)]
+        rows = self._fetch(sql, params) if raw is None else self._fetch_on(raw, sql, params)
+        best: dict[str, tuple] = {}
+        for symbol, timeframe, ts, close in rows:
+            tf = Timeframe(timeframe)
+            at = ts if self._pg else _utc(ts)
+            # Latest date first; on one date the daily candle, then the latest and finest bar.
+            rank = (at.astimezone(IST).date(), tf is Timeframe.D1, at, -tf.length)
+            if symbol not in best or rank > best[symbol][0]:
+                best[symbol] = (rank, close)
+        return {symbol: best[symbol][1] for symbol in wanted if symbol in best}
 
     def first_last(self, symbol: str, timeframe: Timeframe | str) -> Span | None:
         """(first, last) candle start of one series; None when nothing is stored."""
@@ -391,7 +450,7 @@ class OHLCVStore:
             return cur.fetchall()
 
     def _build(self, symbol: str, tf: Timeframe, rows: list[tuple]) -> list[Candle]:
-        return _candles(symbol, tf, rows, None if self._pg else _fromtimestamp)
+        return candles_from_rows(symbol, tf, rows, None if self._pg else _fromtimestamp)
 
 
 class _ExpectedBars:
@@ -422,53 +481,6 @@ class _ExpectedBars:
         expected = bisect_right(starts, last.timestamp()) - bisect_left(starts, first.timestamp())
         # Every stored start lies in [first, last]: matching against all starts is enough.
         return expected - len(self._sets[tf].intersection(stored))
-
-
-# --- building candles ----------------------------------------------------------------------------
-
-# Candle is a frozen dataclass whose __init__ only stores its twelve fields, one
-# object.__setattr__ call each. Setting its slots directly builds equal objects in
-# about half the time, which is most of a year's read; should Candle ever grow a
-# field or a __post_init__, reads fall back to calling it.
-_CANDLE_FIELDS = COLUMNS
-_SLOTS = tuple(Candle.__dict__.get(name) for name in _CANDLE_FIELDS)
-_DIRECT = (
-    tuple(f.name for f in fields(Candle)) == _CANDLE_FIELDS
-    and not hasattr(Candle, "__post_init__")
-    and all(isinstance(slot, MemberDescriptorType) for slot in _SLOTS)
-)
-
-
-def _candles(symbol: str, tf: Timeframe, rows: list[tuple], to_datetime) -> list[Candle]:
-    """Candles of one series from (ts, open, ..., ema_200) rows; `to_datetime(ts, UTC)`
-    turns a stored ts into a datetime (None: it already is one)."""
-    if not _DIRECT:
-        return [
-            Candle(symbol, tf, ts if to_datetime is None else to_datetime(ts, UTC), *values)
-            for ts, *values in rows
-        ]
-    new = object.__new__
-    s_symbol, s_tf, s_ts, s_open, s_high, s_low, s_close, s_vol, s_e9, s_e21, s_e50, s_e200 = (
-        slot.__set__ for slot in _SLOTS
-    )
-    out = []
-    append = out.append
-    for ts, o, h, lo, c, v, e9, e21, e50, e200 in rows:
-        candle = new(Candle)
-        s_symbol(candle, symbol)
-        s_tf(candle, tf)
-        s_ts(candle, ts if to_datetime is None else to_datetime(ts, UTC))
-        s_open(candle, o)
-        s_high(candle, h)
-        s_low(candle, lo)
-        s_close(candle, c)
-        s_vol(candle, v)
-        s_e9(candle, e9)
-        s_e21(candle, e21)
-        s_e50(candle, e50)
-        s_e200(candle, e200)
-        append(candle)
-    return out
 
 
 @contextmanager

@@ -35,7 +35,7 @@ def price_row(quote: Quote, reference_price: float | None) -> dict:
 def price_rows(runtime: Runtime | None) -> list[dict]:
     if runtime is None:
         return []
-    refs = runtime.reference_prices
+    refs = runtime.reference_prices()
     snapshot = runtime.store.snapshot()
     return [price_row(snapshot[symbol], refs.get(symbol)) for symbol in sorted(snapshot)]
 

@@ -137,7 +137,7 @@ def import_command(
 
 def _echo_report(report: ImportReport) -> None:
     if report.errors:
-        click.echo(f"{report.file}: NOT imported, {len(report.errors)} problem(s):", err=True)
+        click.echo(f"{report.file}: NOT imported, {report.problems} problem(s):", err=True)
         for line in report.errors:
             click.echo(f"  {line}", err=True)
         return

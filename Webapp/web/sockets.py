@@ -91,7 +91,8 @@ class PriceBridge(_PushLoop):
         with self._lock:
             pending, self._pending = self._pending, {}
         if pending:
-            rows = [price_row(q, self._refs.get(s)) for s, q in sorted(pending.items())]
+            refs = self._refs()  # the previous closes of the engine's session, cached there
+            rows = [price_row(q, refs.get(s)) for s, q in sorted(pending.items())]
             self._sio.emit("prices", rows, to=PRICES_ROOM)
         return len(pending)
 

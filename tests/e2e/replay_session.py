@@ -31,6 +31,7 @@ from Webapp.execution.runtime import Runtime
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.ohlcv import OHLCVStore
+from Webapp.market.rollup import roll_up
 from Webapp.services import start_services, stop_services
 
 SHIPPED_PARAMS = REPO_ROOT / "support_files" / "param.yaml"
@@ -80,19 +81,7 @@ def ladder_day(
         close = round(price * (1 + shape.step_pct / 100), 2)
         five.append(Candle(symbol, Timeframe.M5, ts, price, close, price, close, 1000))
         price = close
-    fifteen = [
-        Candle(
-            symbol,
-            Timeframe.M15,
-            group[0].ts,
-            group[0].open,
-            max(c.high for c in group),
-            min(c.low for c in group),
-            group[-1].close,
-            sum(c.volume for c in group),
-        )
-        for group in (five[i : i + 3] for i in range(0, len(five), 3))
-    ]
+    fifteen = roll_up(five, Timeframe.M15)
     return history + fifteen + five[shape.first_played :], prev_close
 
 

@@ -1,52 +1,23 @@
-"""The paper replay runner on made-up candles: the roll-up to 15m, whole ladders, determinism."""
+"""The paper replay runner on made-up candles: whole ladders, determinism."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
 
-from tests.trading_history import trading_sessions, uptrend_candles
+from tests.conftest import migrated_market_store
+from tests.trading_history import store_history, trading_sessions, uptrend_candles
 from tests.trading_rig import DEFAULTS
-from Webapp.backtest.history import roll_up, store_signal_history
+from Webapp.backtest.history import store_signal_history
 from Webapp.backtest.paper_replay import PaperReplay, fingerprint, scratch_app_db
 from Webapp.market.calendar import IST, MarketCalendar
-from Webapp.market.candle import Candle, Timeframe
+from Webapp.market.candle import Timeframe
 from Webapp.states import LegState
 
 CALENDAR = MarketCalendar.nse()
 DAY = date(2026, 11, 23)  # a Monday
 M5 = Timeframe.M5
-
-
-def five_min(hour: int, minute: int, o: float, h: float, low: float, c: float, v: int) -> Candle:
-    ts = datetime(2026, 11, 23, hour, minute, tzinfo=UTC)
-    return Candle("INFY", M5, ts, o, h, low, c, v)
-
-
-def test_roll_up_takes_first_open_highest_high_lowest_low_last_close_summed_volume():
-    candles = [
-        five_min(3, 45, 100.0, 101.0, 99.5, 100.5, 10),  # 09:15 IST
-        five_min(3, 50, 100.5, 102.0, 100.0, 101.5, 20),
-        five_min(3, 55, 101.5, 101.8, 98.0, 99.0, 30),
-        five_min(4, 0, 99.0, 99.5, 98.5, 99.2, 5),  # 09:30 IST: the next 15m bar
-    ]
-    first, second = roll_up(candles, Timeframe.M15, CALENDAR)
-    assert (first.ts, first.timeframe) == (candles[0].ts, Timeframe.M15)
-    assert (first.open, first.high, first.low, first.close, first.volume) == (
-        100.0,
-        102.0,
-        98.0,
-        99.0,
-        60,
-    )
-    assert (second.ts, second.open, second.close, second.volume) == (candles[3].ts, 99.0, 99.2, 5)
-
-
-def test_roll_up_refuses_candles_as_long_as_the_target():
-    candle = Candle("INFY", Timeframe.M15, datetime(2026, 11, 23, 3, 45, tzinfo=UTC), 1, 1, 1, 1, 1)
-    with pytest.raises(ValueError, match="cannot be rolled up"):
-        roll_up([candle], Timeframe.M15, CALENDAR)
 
 
 @pytest.fixture
@@ -61,7 +32,7 @@ def uptrend(tmp_path, market_store):
         step_pct=0.05,
         calendar=CALENDAR,
     )
-    store_signal_history(market_store, {"INFY": candles}, Timeframe.M15, CALENDAR)
+    store_signal_history(market_store, {"INFY": candles}, Timeframe.M15)
     return candles
 
 
@@ -103,3 +74,20 @@ def test_two_replays_of_the_same_candles_trade_alike(tmp_path, market_store, upt
     first = replay(tmp_path, market_store, uptrend, "first").legs()
     second = replay(tmp_path, market_store, uptrend, "second").legs()
     assert first and fingerprint(first) == fingerprint(second)
+
+
+def test_5m_candles_alone_trade_exactly_as_with_their_15m_roll_up_stored(
+    tmp_path, market_store, uptrend
+):
+    """No 15m candles stored (a replay of imported 5m data): the scan rolls the 5m candles
+    up itself, closed by its time only, and trades as the backtest with stored 15m does,
+    from the first session with enough 15m history for EMA200 (200 bars: 8 sessions)."""
+    with migrated_market_store(f"sqlite:///{tmp_path / 'five.db'}") as five_only:
+        store_history(five_only, uptrend)
+        assert five_only.first_last("INFY", Timeframe.M15) is None
+        rolled = replay(tmp_path, five_only, uptrend, "five-only").legs()
+    stored = replay(tmp_path, market_store, uptrend, "stored").legs()
+
+    assert rolled and fingerprint(rolled) == fingerprint(stored)
+    first_session_with_emas = trading_sessions(CALENDAR, DAY, 10)[8]
+    assert CALENDAR.session_date(rolled[0].entry_time) == first_session_with_emas

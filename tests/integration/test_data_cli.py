@@ -11,6 +11,7 @@ from tests.integration.test_csv_import import KITE_HEADER, five_minute_bars, kit
 from tests.kitesim.historical import HistoricalSim
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Timeframe
+from Webapp.market.csv_import import MAX_ERRORS
 
 
 @pytest.fixture
@@ -57,6 +58,23 @@ def test_import_of_a_folder_stores_the_good_files_and_lists_the_bad_ones_lines(
     assert len(market.candles("INFY", Timeframe.M5)) == 150
     assert len(market.candles("M&M", Timeframe.M5)) == 150
     assert market.first_last("TCS", Timeframe.M5) is None
+
+
+def test_import_counts_every_problem_even_when_the_list_is_cut(cli_app, market, tmp_path):
+    lines = kite_lines(five_minute_bars(date(2024, 1, 1), 2))
+    for i in range(78):  # 78 negative volumes: more than the importer lists
+        fields = lines[i].split(",")
+        fields[5] = "-1"
+        lines[i] = ",".join(fields)
+    path = write(tmp_path / "TCS_5min.csv", KITE_HEADER, lines)
+
+    result = run(cli_app, "import", str(path))
+
+    assert result.exit_code == 1, result.output
+    assert "TCS_5min.csv: NOT imported, 78 problem(s):" in result.output
+    assert f"TCS_5min.csv: … and {78 - MAX_ERRORS} more problem(s)" in result.output
+    listed = [line for line in result.output.splitlines() if "volume -1 is negative" in line]
+    assert len(listed) == MAX_ERRORS
 
 
 def test_import_with_explicit_options_for_a_headerless_file(cli_app, market, tmp_path):

@@ -48,27 +48,36 @@ PINNED_SUMMARY = (
 )
 
 
-@pytest.fixture(scope="module")
-def replay(tmp_path_factory):
-    """(legs, session factory) of one full replay, shared by this module's tests."""
+def replay_five_min(folder, *, store_15m: bool):
+    """(legs, session factory, sessions replayed) of a replay of the whole 5-minute data;
+    `store_15m`: store its 15m roll-up first (a backtest's history), else the scan rolls up
+    the imported 5m candles itself (what `flask data import` leaves for FEED=replay)."""
     if not FIVE_MIN.is_dir():
         pytest.skip(
             f"real 5-minute NSE data not found at {FIVE_MIN} (see ../shared/data/README.md): "
             "the golden master replays it"
         )
-    folder = tmp_path_factory.mktemp("golden-master")
     params = load_params(REPO_ROOT / "support_files" / "param.yaml")
     calendar = MarketCalendar.nse()
     ohlcv = OHLCVStore(f"sqlite:///{folder / 'ohlcv.db'}")
     try:
         ohlcv.migrate()
         five_min = import_files(ohlcv, sorted(FIVE_MIN.glob("*.csv")))
-        store_signal_history(ohlcv, five_min, Timeframe(params.signal_timeframe), calendar)
+        if store_15m:
+            store_signal_history(ohlcv, five_min, Timeframe(params.signal_timeframe))
         sessions = scratch_app_db(folder / "app.db")
         candles = [candle for series in five_min.values() for candle in series]
         legs = replay_candles(candles, sessions, params, ohlcv, run_id=RUN_ID, calendar=calendar)
     finally:
         ohlcv.dispose()
+    days = sorted({calendar.session_date(candle.ts) for candle in candles})
+    return legs, sessions, days
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory):
+    """(legs, session factory) of one full replay, shared by this module's tests."""
+    legs, sessions, _ = replay_five_min(tmp_path_factory.mktemp("golden-master"), store_15m=True)
     yield legs, sessions
     sessions.kw["bind"].dispose()
 
@@ -153,3 +162,20 @@ def test_replay_never_sells_a_leg_twice(replay):
         assert sold[trade_id] == expected, (trade.symbol, trade.position_number, sold[trade_id])
         assert sold_qty[trade_id] == expected * trade.qty, (trade.symbol, trade.position_number)
     assert len(trades) == len(legs)
+
+
+def test_the_imported_5m_data_alone_trades_the_same_legs_from_the_first_session_with_ema200(
+    replay, tmp_path
+):
+    """FEED=replay after `flask data import` of the 5-minute files: no 15m candles stored,
+    the scan rolls up the 5m ones closed by its time. The trades are the golden master's,
+    and the first ladders open on the 9th session, the first with 200 15m candles behind it
+    (8 sessions × 25) for EMA200."""
+    legs, sessions, days = replay_five_min(tmp_path, store_15m=False)
+    sessions.kw["bind"].dispose()
+
+    assert fingerprint(legs) == fingerprint(replay[0]) == PINNED_HASH, summary(legs)
+    first_entries = sorted(g.entry_time for g in legs if g.position_number == 1)
+    calendar = MarketCalendar.nse()
+    assert calendar.session_date(first_entries[0]) == days[8]
+    assert sum(calendar.session_date(t) == days[8] for t in first_entries) >= 3

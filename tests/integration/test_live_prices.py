@@ -98,7 +98,7 @@ def test_pushed_row_carries_day_change_against_the_reference_price(app, admin_cl
         latest = drive_ticks(runtime, 1)
         bridge.flush()
         (row,) = sio.get_received()[0]["args"][0]
-        ref = runtime.reference_prices[row["symbol"]]
+        ref = runtime.reference_prices()[row["symbol"]]
         expected = (latest[row["symbol"]] / ref - 1) * 100
         assert float(row["change_pct"]) == pytest.approx(expected, abs=0.005)
         assert len(row["time"]) == 8  # HH:MM:SS in IST

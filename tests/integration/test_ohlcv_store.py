@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect
 
-from Webapp.market import ohlcv
+from Webapp.market import ohlcv_rows
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.ohlcv import CoverageRow, InvalidCandles, OHLCVStore
@@ -280,9 +280,9 @@ def test_range_is_half_open_and_comes_back_in_utc(store):
 def test_candles_read_back_equal_candles_built_the_usual_way(store, monkeypatch):
     candles = series()
     store.bulk_load(candles)
-    assert ohlcv._DIRECT  # the fast path is the one in use
+    assert ohlcv_rows._DIRECT  # the fast path is the one in use
     fast = store.candles("INFY", "15m")
-    monkeypatch.setattr(ohlcv, "_DIRECT", False)
+    monkeypatch.setattr(ohlcv_rows, "_DIRECT", False)
     assert store.candles("INFY", "15m") == fast == candles
     assert type(fast[0]) is Candle
     assert {hash(c) for c in fast} == {hash(c) for c in candles}
@@ -335,6 +335,85 @@ def test_daily_candles_keep_their_ist_date(store):
         "INFY", "1d", start=datetime(2026, 1, 20, tzinfo=IST), end=datetime(2026, 1, 21, tzinfo=IST)
     )
     assert [c.ts.astimezone(IST).date() for c in day] == [date(2026, 1, 20)]
+
+
+# --- previous session close -----------------------------------------------------------------------
+
+TUESDAY_27 = date(2026, 1, 27)  # after Republic Day (Monday 26th) and the weekend
+
+
+def last_of_day(candles: list[Candle], day: date) -> Candle:
+    return [c for c in candles if c.ts.astimezone(IST).date() == day][-1]
+
+
+def test_previous_close_is_the_last_close_dated_before_the_session_holiday_list_or_not(store):
+    infy = series("INFY")
+    store.bulk_load(infy)
+    friday = last_of_day(infy, date(2026, 1, 23))
+
+    # The query knows no calendar: Monday the 26th traded or not, Friday's close it is.
+    assert store.previous_closes(["INFY"], TUESDAY_27) == {"INFY": friday.close}
+    assert store.previous_closes(["INFY"], date(2026, 1, 26)) == {"INFY": friday.close}
+    assert store.previous_closes(["INFY"], date(2026, 1, 24)) == {"INFY": friday.close}
+
+
+def test_previous_close_prefers_that_dates_daily_candle_but_never_an_older_one(store):
+    intraday = series("INFY")
+    daily = series("INFY", Timeframe.D1, last=date(2026, 1, 22))
+    store.bulk_load(intraday)
+    store.bulk_load([with_close(c, c.close + 7.5) for c in daily])
+
+    thursday = last_of_day(daily, date(2026, 1, 22)).close + 7.5
+    friday = last_of_day(intraday, date(2026, 1, 23)).close
+    assert store.previous_closes(["INFY"], date(2026, 1, 23)) == {"INFY": thursday}
+    # No daily candle for Friday: its last bar beats Thursday's daily close.
+    assert store.previous_closes(["INFY"], TUESDAY_27) == {"INFY": friday}
+
+
+def test_previous_close_from_intraday_candles_takes_the_latest_and_finest(store):
+    fifteen = series("INFY", Timeframe.M15)
+    five = series("INFY", Timeframe.M5)
+    last_five = last_of_day(five, date(2026, 1, 23))
+    five = [with_close(c, c.close + 3.25) if c is last_five else c for c in five]
+    store.bulk_load(fifteen)
+    store.bulk_load(five)
+
+    assert store.previous_closes(["INFY"], TUESDAY_27) == {"INFY": last_five.close + 3.25}
+
+
+def test_previous_close_never_uses_a_candle_of_the_session_itself(store):
+    infy = series("INFY", last=date(2026, 1, 23))
+    store.bulk_load(infy)
+    friday = date(2026, 1, 23)
+    pre_open = datetime(2026, 1, 23, 9, 8, tzinfo=IST).astimezone(UTC)
+    store.bulk_load(
+        [
+            Candle("INFY", Timeframe.M1, pre_open, 1600.0, 1601.0, 1599.0, 1600.5, 10),
+            Candle("INFY", Timeframe.D1, datetime(2026, 1, 23, tzinfo=IST), 1, 9999, 1, 9999, 1),
+        ]
+    )
+
+    got = store.previous_closes(["INFY"], friday)
+
+    assert got == {"INFY": last_of_day(infy, date(2026, 1, 22)).close}
+
+
+def test_previous_closes_of_many_symbols_in_one_answer(store):
+    infy, tcs = series("INFY"), series("TCS", Timeframe.M5, price=3200.0)
+    store.bulk_load(infy)
+    store.bulk_load(tcs)
+    friday = date(2026, 1, 23)
+    expected = {
+        "INFY": last_of_day(infy, friday).close,
+        "TCS": last_of_day(tcs, friday).close,
+    }
+
+    assert store.previous_closes(["TCS", "NONE", "INFY", "TCS"], TUESDAY_27) == expected
+    assert store.previous_closes(["INFY"], FIRST_DAY) == {}
+    assert store.previous_closes([], TUESDAY_27) == {}
+    with store.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert store.previous_closes(["INFY", "TCS"], TUESDAY_27, raw) == expected
 
 
 # --- coverage -------------------------------------------------------------------------------------

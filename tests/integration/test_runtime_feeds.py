@@ -10,12 +10,14 @@ import pytest
 
 from tests.conftest import REPO_ROOT, migrated_market_store, with_settings
 from Webapp.execution.runtime import Runtime, StartupError
+from Webapp.execution.trading_view import TRADING_TOPIC
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.candle_recorder import CandleRecorder
 from Webapp.market.indicators import ema_series
 from Webapp.market.instruments import InstrumentMap
 from Webapp.market.ltp_store import LTPStore
+from Webapp.web.dashboard import price_rows
 
 INSTRUMENTS = REPO_ROOT / "tests" / "data" / "instruments_nse_sample.csv"
 
@@ -144,7 +146,7 @@ def test_replay_runtime_plays_stored_candles_and_shows_change_from_the_previous_
             },
         )
     )
-    assert runtime.reference_prices == {"INFY": 1490.0}
+    assert runtime.reference_prices() == {"INFY": 1490.0}
     runtime.start()
     try:
         assert runtime.feed.wait_done(timeout=10)
@@ -152,6 +154,71 @@ def test_replay_runtime_plays_stored_candles_and_shows_change_from_the_previous_
         assert "candles" not in runtime.health()  # replayed prices are never stored again
     finally:
         runtime.stop()
+
+
+FRIDAY, MONDAY = date(2026, 5, 29), date(2026, 6, 1)
+
+
+@pytest.fixture
+def intraday_only(market):
+    """INFY's 5m candles on Friday (closing at 1490) and Monday (at 1520); no daily ones."""
+    market.bulk_load(five_minute_candles("INFY", FRIDAY, [1480.0, 1490.0]))
+    market.bulk_load(five_minute_candles("INFY", MONDAY, [1500.0, 1520.0]))
+    return market
+
+
+def replay_runtime(settings, market_url, **changes) -> Runtime:
+    return Runtime.build(
+        with_settings(
+            settings, feed="replay", market_database_url=market_url, replay_speed=0, **changes
+        )
+    )
+
+
+def scanned_view(runtime: Runtime, timeout: float = 10.0):
+    """The first trading view published with the scan's signals in it."""
+    views: queue.Queue = queue.Queue()
+    unsubscribe = runtime.bus.subscribe(TRADING_TOPIC, lambda _topic, view: views.put(view))
+    try:
+        view = runtime.engine.view()
+        while not view.signals:
+            view = views.get(timeout=timeout)
+        return view
+    finally:
+        unsubscribe()
+
+
+def test_replay_of_intraday_candles_only_shows_the_change_from_the_last_intraday_close(
+    settings, intraday_only, market_url
+):
+    runtime = replay_runtime(settings, market_url, replay_from=MONDAY, replay_to=MONDAY)
+    runtime.start()
+    try:
+        assert runtime.feed.wait_done(timeout=10)
+        (row,) = price_rows(runtime)
+    finally:
+        runtime.stop()
+    assert (row["symbol"], row["ltp"]) == ("INFY", "1520.00")
+    assert row["change_pct"] == f"{(1520.0 / 1490.0 - 1) * 100:+.2f}"
+
+
+def test_a_replay_without_replay_from_plays_everything_stored_in_its_own_market_time(
+    settings, intraday_only, market_url
+):
+    runtime = replay_runtime(settings, market_url)  # REPLAY_FROM and REPLAY_TO unset
+    runtime.start()
+    try:
+        assert runtime.feed.wait_done(timeout=10)
+        (row,) = price_rows(runtime)
+        view = scanned_view(runtime)
+    finally:
+        runtime.stop()
+    assert runtime.feed.candle_count == 4  # both sessions
+    # The scan ran at the replay's last tick (Monday 09:20 bar), not on the machine's date.
+    (signal,) = [s for s in view.signals if s.symbol == "INFY"]
+    assert signal.at.astimezone(IST).date() == MONDAY, signal
+    assert signal.at >= five_minute_candles("INFY", MONDAY, [0.0, 0.0])[1].ts
+    assert row["change_pct"] == f"{(1520.0 / 1490.0 - 1) * 100:+.2f}"
 
 
 def test_replay_without_stored_candles_says_how_to_get_some(settings, market_url):

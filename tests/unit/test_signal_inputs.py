@@ -17,6 +17,7 @@ from tests.trading_history import (
     uptrend_candles,
 )
 from tests.unit.strategy_scenarios import DEFAULTS
+from Webapp.backtest.history import store_signal_history
 from Webapp.event_bus import EventBus
 from Webapp.execution.signal_inputs import CandleInputs, SignalCandles, snapshots
 from Webapp.market.calendar import IST, MarketCalendar
@@ -149,6 +150,48 @@ def test_a_symbol_with_no_candles_gets_none_but_its_fallback_close(market_store)
     assert got == {"NEW": CandleInputs(prev_close=512.5), "OTHER": CandleInputs()}
 
 
+def five_minute_uptrend(end: date = TUESDAY, sessions: int = 10) -> list[Candle]:
+    days = trading_sessions(CALENDAR, end, sessions)
+    return uptrend_candles(
+        "UP", timeframe=Timeframe.M5, sessions=days, start_price=1000.0, step_pct=0.02,
+        calendar=CALENDAR,
+    )  # fmt: skip
+
+
+def test_with_only_5m_candles_stored_the_signal_candle_is_their_15m_roll_up(
+    any_market_store, tmp_path
+):
+    # The store holds 5m candles up to Tuesday's close: nothing after `now` may leak in.
+    five = five_minute_uptrend()
+    store_history(any_market_store, five)
+    with migrated_market_store(
+        f"sqlite:///{any_market_store.url.rsplit('/', 1)[0]}/r.db"
+    ) as rolled:
+        store_signal_history(rolled, {"UP": five}, M15)  # what a backtest stores
+        expected = SignalCandles(rolled, CALENDAR, M15)
+        candles = SignalCandles(any_market_store, CALENDAR, M15)
+
+        for now, start in LAST_CLOSED:  # one instance for all: the roll-up must follow `now`
+            got = candles.inputs(["UP"], now)["UP"]
+            assert got == expected.inputs(["UP"], now)["UP"], now
+            assert got.candle_closed_at == CALENDAR.bar_end(start, M15) <= now, now
+            assert None not in (got.ema_9, got.ema_21, got.ema_50, got.ema_200), now
+
+
+def test_a_15m_candle_rolled_up_from_5m_is_given_only_once_all_three_have_closed(market_store):
+    five = five_minute_uptrend()
+    store_history(market_store, five)
+    candles = SignalCandles(market_store, CALENDAR, M15)
+    by_start = {c.ts: c for c in five}
+
+    for minute in range(45, 60):  # 09:45-10:00: the 09:45 candle is forming
+        got = candles.inputs(["UP"], ist(MONDAY, 9, minute, 30))["UP"]
+        assert got.candle_closed_at == ist(MONDAY, 9, 45)
+        assert got.candle_close == by_start[ist(MONDAY, 9, 40)].close
+    at_ten = candles.inputs(["UP"], ist(MONDAY, 10, 0))["UP"]
+    assert at_ten.candle_close == by_start[ist(MONDAY, 9, 55)].close
+
+
 # --- the previous session's close ------------------------------------------------------------
 
 
@@ -176,14 +219,61 @@ def test_prev_close_prefers_the_stored_daily_candle(any_market_store):
     assert got["UP"].prev_close == 1111.1
 
 
-def test_prev_close_is_none_without_that_session_or_a_fallback(market_store):
-    # History stops a week before Thursday: an older close is not the previous session's.
-    store_history(market_store, uptrend(end=date(2025, 3, 6)))
+def test_prev_close_across_a_holiday_the_calendar_does_not_list(any_market_store):
+    # The history skips Holi (Friday the 14th); a holiday list that misses it (old data)
+    # must not make Monday look for a close of that Friday.
+    history = uptrend(end=TUESDAY)
+    store_history(any_market_store, history)
+    unlisted = MarketCalendar(())
+
+    got = SignalCandles(any_market_store, unlisted, M15).inputs(["UP"], ist(MONDAY, 10, 0))
+
+    assert got["UP"].prev_close == session_close(history, THURSDAY, CALENDAR)
+
+
+def test_prev_close_from_intraday_candles_finer_than_the_signal_timeframe(any_market_store):
+    days = trading_sessions(CALENDAR, MONDAY, 3)
+    five = uptrend_candles(
+        "UP", timeframe=Timeframe.M5, sessions=days, start_price=1000.0, step_pct=0.05,
+        calendar=CALENDAR,
+    )  # fmt: skip
+    store_history(any_market_store, five)
+
+    got = SignalCandles(any_market_store, CALENDAR, M15).inputs(["UP"], ist(MONDAY, 10, 0))
+
+    assert got["UP"].prev_close == session_close(five, THURSDAY, CALENDAR)
+
+
+def test_prev_close_never_comes_from_the_session_itself(any_market_store):
+    history = uptrend(end=TUESDAY)
+    store_history(any_market_store, history)
+    today = Candle("UP", Timeframe.D1, ist(MONDAY, 0, 0), 2000.0, 2100.0, 1900.0, 2050.0, 9)
+    pre_open = Candle("UP", Timeframe.M1, ist(MONDAY, 9, 8), 2000.0, 2001.0, 1999.0, 2000.5, 9)
+    store_history(any_market_store, [today, pre_open])
+
+    got = SignalCandles(any_market_store, CALENDAR, M15).inputs(["UP"], ist(MONDAY, 10, 0))
+
+    assert got["UP"].prev_close == session_close(history, THURSDAY, CALENDAR)
+
+
+def test_prev_close_is_the_last_stored_close_however_old(market_store):
+    # History stops a week before Thursday: the close of 6 March is the last one stored.
+    history = uptrend(end=date(2025, 3, 6))
+    store_history(market_store, history)
+
+    got = SignalCandles(market_store, CALENDAR, M15).inputs(["UP"], ist(MONDAY, 10, 0))["UP"]
+
+    assert got.prev_close == session_close(history, date(2025, 3, 6), CALENDAR)
+    assert got.candle_closed_at == ist(date(2025, 3, 6), 15, 30)  # the scan: stale candle
+
+
+def test_prev_close_is_none_without_an_earlier_candle_or_a_fallback(market_store):
+    store_history(market_store, uptrend(end=MONDAY, sessions=1))
 
     got = SignalCandles(market_store, CALENDAR, M15).inputs(["UP"], ist(MONDAY, 10, 0))["UP"]
 
     assert got.prev_close is None
-    assert got.candle_closed_at == ist(date(2025, 3, 6), 15, 30)  # the scan: stale candle
+    assert got.candle_closed_at == ist(MONDAY, 10, 0)
 
 
 # --- the cache -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from Webapp.market.calendar import IST, MarketCalendar
+from Webapp.market.calendar import IST, SESSION_HOURS, MarketCalendar
 from Webapp.market.candle import Candle, Timeframe
 from Webapp.market.feeds.base import Feed, FeedState
 from Webapp.market.ltp_store import LTPStore
@@ -46,22 +46,11 @@ class ReplayTick:
     volume: int
 
 
-class _EveryDayTrades(MarketCalendar):
-    """Session hours without holidays: a stored candle proves its day traded
-    (a Muhurat session, a year beyond the holiday list), so replay never refuses one."""
-
-    def is_trading_day(self, d: date) -> bool:
-        return True
-
-
-_SESSIONS = _EveryDayTrades(())
-
-
 def _calendar_for(candle: Candle) -> MarketCalendar | None:
     """The session calendar, except for an intraday candle outside the session
     (a pre-open bar), which plays over its own length instead of being cut."""
-    if candle.timeframe is Timeframe.D1 or _SESSIONS.in_session(candle.ts):
-        return _SESSIONS
+    if candle.timeframe is Timeframe.D1 or SESSION_HOURS.in_session(candle.ts):
+        return SESSION_HOURS
     return None
 
 
@@ -263,6 +252,13 @@ class ReplayFeed(Feed):
     @property
     def candle_count(self) -> int:
         return self._candle_count
+
+    @property
+    def first_tick_at(self) -> datetime | None:
+        """Market time of the replay's first tick (None without candles): where a replay's
+        engine clock starts, whatever range was asked for."""
+        first = next(self._steps_from_start(), None)
+        return None if first is None else first.at
 
     def ticks(self) -> Iterator[ReplayTick]:
         """Every tick the replay delivers, in order, without touching the store or clock."""
