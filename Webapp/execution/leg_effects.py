@@ -26,8 +26,9 @@ from Webapp.execution.desk import Desk, LadderSlot, Route
 from Webapp.execution.leg_lifecycle import LegWork, Step
 from Webapp.execution.trading_view import TradingState
 from Webapp.states import ExitReason, IllegalTransition, LegState
-from Webapp.storage import trading_exits, trading_gtts, trading_store
+from Webapp.storage import gtts, legs, orders
 from Webapp.strategy.ladder import STOP_REASONS, gtt_placed, on_fill
+from Webapp.strategy.pnl import sold_leg_pnl
 
 
 class LegEffects:
@@ -57,24 +58,26 @@ class LegEffects:
                 desk.fail(reason)
             case ev.RecordOrderSent(tag, order_id, at):
                 desk.by_order_id[order_id] = (work.symbol, position)
-                desk.write(trading_store.mark_order_sent, tag, order_id, now=at)
+                desk.write(orders.mark_order_sent, tag, order_id, now=at)
             case ev.RecordEntryFill(qty, price, at, order_id):
+                leg, _ = on_fill(ls.symbol, position, qty, price, at, desk.params)
                 desk.write(
-                    trading_store.record_entry_fill,
+                    legs.record_entry_fill,
                     work.trade_id,
                     price,
                     qty,
                     at,
+                    stop=leg.stop,
+                    target=leg.target,
                     broker_order_id=order_id,
                 )
-                leg, _ = on_fill(ls.symbol, position, qty, price, at, desk.params)
                 ls.set_leg(leg)
                 desk.note_order(
                     ls.symbol, work.entry_tag, Side.BUY, "MARKET", qty, price, "filled", "entry"
                 )
             case ev.RecordEntryCancelled(state, message):
                 desk.write(
-                    trading_store.cancel_entry,
+                    legs.cancel_entry,
                     work.trade_id,
                     now=desk.now(),
                     order_state=state,
@@ -87,7 +90,7 @@ class LegEffects:
             case ev.PlaceGttCall(gtt):
                 request = gtt.gtt_request()
                 row = desk.write(
-                    trading_gtts.gtt_intent,
+                    gtts.gtt_intent,
                     work.trade_id,
                     request.gtt_type.value,
                     gtt.triggers,
@@ -97,17 +100,15 @@ class LegEffects:
                 work = replace(work, gtt_row_id=row.id)
                 desk.send(lambda i: gw.PlaceGtt(i, request), self._route("place_gtt", work))
             case ev.RecordGttPlaced(row_id, gtt_id, triggers, at):
-                desk.write(trading_gtts.gtt_placed, row_id, gtt_id, now=at)
+                desk.write(gtts.gtt_placed, row_id, gtt_id, now=at)
                 desk.by_gtt_id[gtt_id] = (work.symbol, position)
                 target = triggers[1] if len(triggers) > 1 else None
                 ls.update_leg(position, gtt_stop=triggers[0], gtt_target=target, gtt_changed_at=at)
             case ev.RecordGttPlaceFailed(row_id, message):
-                desk.write(
-                    trading_gtts.gtt_place_failed, row_id, now=desk.now(), message=message[:255]
-                )
+                desk.write(gtts.gtt_place_failed, row_id, now=desk.now(), message=message[:255])
             case ev.ModifyGttCall(row_id, gtt_id, modify):
                 desk.write(
-                    trading_gtts.gtt_modify_intent,
+                    gtts.gtt_modify_intent,
                     row_id,
                     modify.triggers,
                     modify.limit_prices,
@@ -118,16 +119,16 @@ class LegEffects:
                     lambda i: gw.ModifyGtt(i, gtt_id, request), self._route("modify_gtt", work)
                 )
             case ev.RecordGttModified(row_id, modify, at):
-                desk.write(trading_gtts.gtt_modified, row_id, now=at)
+                desk.write(gtts.gtt_modified, row_id, now=at)
                 ls.set_leg(gtt_placed(ls.leg(position), modify, at))
                 desk.dirty.add((work.symbol, position))
             case ev.RecordGttModifyFailed(row_id, message):
-                desk.write(trading_gtts.gtt_modify_failed, row_id, now=desk.now(), message=message)
+                desk.write(gtts.gtt_modify_failed, row_id, now=desk.now(), message=message)
             case ev.RecordGttVanished(row_id, message):
-                desk.write(trading_gtts.gtt_vanished, row_id, now=desk.now(), message=message)
+                desk.write(gtts.gtt_vanished, row_id, now=desk.now(), message=message)
                 self._forget_gtt(ls, position)
             case ev.RecordExitIntent(reason):
-                desk.write(trading_exits.exit_intent, work.trade_id, reason, now=desk.now())
+                desk.write(legs.exit_intent, work.trade_id, reason, now=desk.now())
                 ls.update_leg(position, exit_reason=reason)
             case ev.DeleteGttCall(gtt_id, urgent):
                 desk.send(
@@ -136,24 +137,24 @@ class LegEffects:
                     urgent=urgent,
                 )
             case ev.RecordGttDeleted(row_id, at):
-                desk.write(trading_gtts.gtt_deleted, row_id, now=at)
+                desk.write(gtts.gtt_deleted, row_id, now=at)
                 self._forget_gtt(ls, position)
             case ev.FetchGttCall(gtt_id):
                 desk.send(lambda i: gw.FetchGtt(i, gtt_id), self._route("fetch_gtt", work))
             case ev.ListGttsCall():
                 self.list_gtts()
             case ev.RecordGttTriggered(row_id, index, at):
-                desk.write(trading_gtts.gtt_triggered, row_id, index, now=at)
+                desk.write(gtts.gtt_triggered, row_id, index, now=at)
                 reason = ExitReason.TARGET if index == 1 else ExitReason.STOP_GTT
                 ls.update_leg(position, exit_reason=reason)
             case ev.RecordGttOrderFailed(row_id, message, at):
-                desk.write(trading_gtts.gtt_order_failed, row_id, now=at, message=message)
+                desk.write(gtts.gtt_order_failed, row_id, now=at, message=message)
                 self._forget_gtt(ls, position)
             case ev.SellCall(market, urgent):
                 work = self._sell(ls, work, market=market, urgent=urgent, follow=follow)
             case ev.RecordExitOrderNotFilled(tag, state, message):
                 desk.write(
-                    trading_exits.exit_order_not_filled,
+                    orders.exit_order_not_filled,
                     tag,
                     now=desk.now(),
                     order_state=state,
@@ -177,7 +178,7 @@ class LegEffects:
                     urgent=urgent,
                 )
             case ev.RecordOrderModified(tag):
-                desk.write(trading_store.record_order_modified, tag, "MARKET", None, now=desk.now())
+                desk.write(orders.record_order_modified, tag, "MARKET", None, now=desk.now())
             case _:
                 raise AssertionError(f"no effect for {intent!r}")
         return work
@@ -227,7 +228,7 @@ class LegEffects:
         purpose = "emergency" if urgent else "exit"
         try:
             desk.write(
-                trading_exits.sell_intent,
+                legs.sell_intent,
                 work.trade_id,
                 tag,
                 now=now,
@@ -258,20 +259,23 @@ class LegEffects:
             Side.SELL, qty, price, rates, dp_applies=ls.symbol not in desk.dp_billed
         )
         desk.dp_billed.add(ls.symbol)
+        pnl = sold_leg_pnl(leg.entry_price, price, qty, charges.total)
         desk.write(
-            trading_exits.record_exit_fill,
+            legs.record_exit_fill,
             work.trade_id,
             price,
             qty,
             fill.at,
-            charges.total,
+            pnl=pnl.gross,
+            pnl_pct=pnl.pct,
+            charges=pnl.charges,
+            pnl_net=pnl.net,
             tag=fill.tag,
             broker_order_id=fill.order_id,
         )
-        gross = (price - leg.entry_price) * qty
-        desk.realised_gross += gross
-        desk.charges_today += charges.total
-        desk.realised_net += gross - charges.total
+        desk.realised_gross += pnl.gross
+        desk.charges_today += pnl.charges
+        desk.realised_net += pnl.net
         ls.update_leg(work.position, state=LegState.CLOSED, exit_price=price, exit_time=fill.at)
         if leg.exit_reason in STOP_REASONS:
             ls.ladder.stopped_out = True

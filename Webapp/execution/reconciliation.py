@@ -42,14 +42,13 @@ from Webapp.execution.leg_lifecycle import FINAL, LegWork, Stage
 from Webapp.execution.trading_view import TradingState
 from Webapp.market.calendar import IST
 from Webapp.states import ExitReason, GttIntentState, LadderState, LegState, OrderIntentState
-from Webapp.storage import trading_store
+from Webapp.storage import ladders, legs
 from Webapp.storage.db import transaction
+from Webapp.storage.ladders import open_ladders, todays_realised_pnl
+from Webapp.storage.trading_models import LIVE_GTT_STATES, Trade, TradeGtt, TradeOrder
 from Webapp.storage.trading_models import Ladder as LadderRow
-from Webapp.storage.trading_models import Trade, TradeGtt, TradeOrder
-from Webapp.storage.trading_reads import open_ladders, todays_realised_pnl
-from Webapp.storage.trading_store import LIVE_GTT_STATES
 from Webapp.strategy.actions import ModifyGtt, PlaceGtt
-from Webapp.strategy.ladder import Ladder, Leg
+from Webapp.strategy.ladder import Ladder, Leg, on_fill
 
 ENTRY_TAG = re.compile(r"^E[0-9a-f]{16}$")  # new_tag("E"): our buys
 READS = ("orders", "gtts", "positions", "holdings")
@@ -80,7 +79,7 @@ class Reconciliation:
             now = desk.now()
             for row in rows:
                 if not row.legs:  # a crash between open_ladder and its first leg
-                    trading_store.abandon_ladder(session, row.id, now=now)
+                    ladders.abandon_ladder(session, row.id, now=now)
             closed = session.execute(
                 select(LadderRow.symbol, func.max(LadderRow.closed_at))
                 .where(
@@ -309,13 +308,24 @@ class Reconciliation:
                 trade = self.leg_intent(
                     session, ls, order.symbol, position, order.quantity, order.tag, now
                 )
-                trading_store.mark_order_sent(session, order.tag, order.order_id, now=now)
-                trading_store.record_entry_fill(
+                orders.mark_order_sent(session, order.tag, order.order_id, now=now)
+                filled_at = order.updated_at or now
+                leg, _ = on_fill(
+                    order.symbol,
+                    position,
+                    order.filled_quantity,
+                    order.average_price,
+                    filled_at,
+                    desk.params,
+                )
+                legs.record_entry_fill(
                     session,
                     trade.trade_id,
                     order.average_price,
                     order.filled_quantity,
-                    order.updated_at or now,
+                    filled_at,
+                    stop=leg.stop,
+                    target=leg.target,
                     broker_order_id=order.order_id,
                 )
             desk.error(

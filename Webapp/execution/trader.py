@@ -54,7 +54,7 @@ from Webapp.execution.trading_view import SignalView, TradingState, TradingView
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.ltp_store import LTPStore
 from Webapp.states import ExitReason, IllegalTransition, LegState, OrderIntentState
-from Webapp.storage import trading_store
+from Webapp.storage import ladders, legs
 from Webapp.storage.db import transaction
 from Webapp.storage.trading_models import Trade
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, RaiseStop, Skip
@@ -276,9 +276,7 @@ class Trader(Desk):
                     continue
                 leg = ls.leg(position)
                 if leg.state in (LegState.PROTECTING, LegState.OPEN):
-                    trading_store.raise_stop(
-                        session, work.trade_id, leg.stop, leg.high, now=self.now()
-                    )
+                    legs.raise_stop(session, work.trade_id, leg.stop, leg.high, now=self.now())
 
     def _roll_day(self, now: datetime) -> None:
         day = self.calendar.session_date(now)
@@ -384,12 +382,12 @@ class Trader(Desk):
     ) -> Trade:
         """Write a leg and its buy (PENDING, `tag`); a first leg opens its ladder with it."""
         if ls is None:
-            ladder_id = trading_store.open_ladder(session, self.account, symbol, now=now).id
+            ladder_id = ladders.open_ladder(session, self.account, symbol, now=now).id
         else:
             ladder_id = ls.ladder_id
         target_pct = self.params.p1.target_pct if position == 1 else None
         sl_pct = sl_pct_for(position, self.params)
-        trade, _ = trading_store.add_leg_intent(
+        trade, _ = legs.add_leg_intent(
             session, ladder_id, position, qty, sl_pct, target_pct, tag, now=now
         )
         return trade

@@ -1,7 +1,8 @@
-"""SQLAlchemy models of the trading state: ladders, their legs (trades), orders, GTTs, params.
+"""The trading tables (ladders, their legs, orders, GTTs, params), how a row is found, and
+which state moves each row allows.
 
 Every state column holds a value of Webapp/states.py and is written before the
-broker call that changes it (write-ahead; see trading_store.py), so after a crash at any
+broker call that changes it (write-ahead; see legs.py), so after a crash at any
 line the rows say what may be in flight and reconciliation knows what to look up.
 Every ladder belongs to one `account` ("live", "paper", "backtest:<run>", ...), so paper,
 live and backtests can share one database without ever seeing each other's legs.
@@ -9,6 +10,7 @@ live and backtests can share one database without ever seeing each other's legs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import (
@@ -21,9 +23,23 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from Webapp.states import (
+    GTT_TRANSITIONS,
+    LADDER_TRANSITIONS,
+    LEG_TRANSITIONS,
+    ORDER_TRANSITIONS,
+    ExitReason,
+    GttIntentState,
+    IllegalTransition,
+    LadderState,
+    LegState,
+    OrderIntentState,
+    check_transition,
+)
 from Webapp.storage.models import Base, UTCDateTime
 
 
@@ -169,3 +185,86 @@ class ParamVersion(Base):
     yaml: Mapped[str] = mapped_column(Text)
     diff: Mapped[str] = mapped_column(Text)  # unified diff against the previous version
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# --- finding a row, and the state moves the transition tables allow ----------------------
+
+# states.py has no ladder table yet; a ladder only ever moves forward.
+FINAL_LEG_STATES = frozenset({LegState.CLOSED, LegState.CANCELLED})
+
+
+IN_FLIGHT_ORDER_STATES = frozenset({OrderIntentState.PENDING, OrderIntentState.OPEN})
+
+
+# A GTT in one of these may still exist at the broker (or is about to): the leg must not
+# get a second one, and must not be sold by the engine (the GTT could sell it too).
+LIVE_GTT_STATES = frozenset(
+    {
+        GttIntentState.PENDING,
+        GttIntentState.ACTIVE,
+        GttIntentState.MODIFYING,
+        GttIntentState.DELETING,
+    }
+)
+
+
+STOP_REASONS = frozenset({ExitReason.STOP_GTT, ExitReason.STOP_ENGINE})
+
+
+class RecordNotFound(LookupError):
+    """No row with that id or tag: the caller holds a stale or foreign reference."""
+
+
+def get_trade(session: Session, trade_id: int) -> Trade:
+    # FOR UPDATE on PostgreSQL: a second writer waits instead of deciding on a stale state.
+    trade = session.get(Trade, trade_id, with_for_update=True)
+    if trade is None:
+        raise RecordNotFound(f"no leg with trade_id {trade_id}")
+    return trade
+
+
+def get_ladder(session: Session, ladder_id: int) -> Ladder:
+    ladder = session.get(Ladder, ladder_id, with_for_update=True)
+    if ladder is None:
+        raise RecordNotFound(f"no ladder with id {ladder_id}")
+    return ladder
+
+
+def order_by_tag(session: Session, tag: str) -> TradeOrder:
+    order = session.scalars(
+        select(TradeOrder).where(TradeOrder.tag == tag).with_for_update()
+    ).one_or_none()
+    if order is None:
+        raise RecordNotFound(f"no order with tag {tag!r}")
+    return order
+
+
+def get_gtt(session: Session, gtt_row_id: int) -> TradeGtt:
+    gtt = session.get(TradeGtt, gtt_row_id, with_for_update=True)
+    if gtt is None:
+        raise RecordNotFound(f"no GTT row with id {gtt_row_id}")
+    return gtt
+
+
+def require(current: str, allowed: Iterable[str], what: str) -> None:
+    """Refuse a call whose precondition the transition tables cannot express."""
+    allowed = set(allowed)
+    if current not in allowed:
+        wanted = " or ".join(sorted(allowed))
+        raise IllegalTransition(f"{what}: state is {current}, needs {wanted}")
+
+
+def leg_to(trade: Trade, new: LegState) -> str:
+    return check_transition(LEG_TRANSITIONS, LegState(trade.status), new).value
+
+
+def order_to(order: TradeOrder, new: OrderIntentState) -> str:
+    return check_transition(ORDER_TRANSITIONS, OrderIntentState(order.state), new).value
+
+
+def gtt_to(gtt: TradeGtt, new: GttIntentState) -> str:
+    return check_transition(GTT_TRANSITIONS, GttIntentState(gtt.state), new).value
+
+
+def ladder_to(ladder: Ladder, new: LadderState) -> str:
+    return check_transition(LADDER_TRANSITIONS, LadderState(ladder.state), new).value

@@ -22,16 +22,9 @@ from Webapp.states import (
     LegState,
     OrderIntentState,
 )
-from Webapp.storage import migrate
+from Webapp.storage import legs, migrate
 from Webapp.storage.db import make_engine, make_session_factory, transaction
-from Webapp.storage.trading_exits import (
-    exit_intent,
-    exit_order_not_filled,
-    exit_undone,
-    record_exit_fill,
-    sell_intent,
-)
-from Webapp.storage.trading_gtts import (
+from Webapp.storage.gtts import (
     gtt_deleted,
     gtt_intent,
     gtt_modified,
@@ -40,27 +33,52 @@ from Webapp.storage.trading_gtts import (
     gtt_place_failed,
     gtt_placed,
     gtt_triggered,
-)
-from Webapp.storage.trading_models import Ladder, Trade, TradeGtt, TradeOrder
-from Webapp.storage.trading_reads import (
     gtts_in_flight,
+)
+from Webapp.storage.ladders import (
+    abandon_ladder,
     last_closed_at,
-    legs_without_active_gtt,
+    open_ladder,
     open_ladders,
-    orders_in_flight,
     todays_realised_pnl,
     trades_between,
 )
-from Webapp.storage.trading_store import (
-    abandon_ladder,
+from Webapp.storage.legs import (
     add_leg_intent,
     cancel_entry,
-    mark_order_sent,
-    open_ladder,
+    exit_intent,
+    exit_undone,
+    legs_without_active_gtt,
     raise_stop,
-    record_entry_fill,
+    sell_intent,
+)
+from Webapp.storage.orders import (
+    exit_order_not_filled,
+    mark_order_sent,
+    orders_in_flight,
     record_order_modified,
 )
+from Webapp.storage.trading_models import Ladder, Trade, TradeGtt, TradeOrder
+from Webapp.strategy.ladder import stop_below
+from Webapp.strategy.pnl import sold_leg_pnl
+
+
+def record_entry_fill(s, trade_id, price, qty, when, **kw):
+    """The fill as the engine writes it: the stop and target the rules computed for it."""
+    trade = s.get(Trade, trade_id)
+    target = None if trade.target_pct is None else price * (1 + trade.target_pct / 100)
+    stop = stop_below(price, trade.sl_pct)
+    return legs.record_entry_fill(s, trade_id, price, qty, when, stop=stop, target=target, **kw)
+
+
+def record_exit_fill(s, trade_id, price, qty, when, *, charges, **kw):
+    """The sale as the engine writes it: the P&L the rules computed (strategy.pnl)."""
+    pnl = sold_leg_pnl(s.get(Trade, trade_id).entry_price, price, qty, charges)
+    return legs.record_exit_fill(
+        s, trade_id, price, qty, when, pnl=pnl.gross, pnl_pct=pnl.pct, charges=pnl.charges,
+        pnl_net=pnl.net, **kw,
+    )  # fmt: skip
+
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # 09:30 IST
@@ -570,7 +588,8 @@ CRASH_AFTER_INTENT = """
 import os, sys
 from datetime import UTC, datetime
 from Webapp.storage.db import make_engine, make_session_factory, transaction
-from Webapp.storage.trading_store import add_leg_intent, open_ladder
+from Webapp.storage.legs import add_leg_intent
+from Webapp.storage.ladders import open_ladder
 
 now = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
 sessions = make_session_factory(make_engine(sys.argv[1]))

@@ -1,6 +1,6 @@
 """Write-ahead writes of the GTT protecting each leg: place, modify, delete, and its firing.
 
-The state is written before each broker call (see trading_store.py for the pattern), so
+The state is written before each broker call (see legs.py for the pattern), so
 after a crash a GTT row says what may be in flight:
 PENDING   place_gtt may or may not have happened: list the broker's GTTs for the symbol.
 MODIFYING the old triggers still protect the leg; the broker's triggers say whether the
@@ -13,18 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from Webapp.states import (
-    ExitReason,
-    GttIntentState,
-    IllegalTransition,
-    LegState,
-)
-from Webapp.storage.trading_models import TradeGtt
-from Webapp.storage.trading_store import (
+from Webapp.states import ExitReason, GttIntentState, IllegalTransition, LegState
+from Webapp.storage.trading_models import (
     LIVE_GTT_STATES,
-    RecordNotFound,
+    Ladder,
+    Trade,
+    TradeGtt,
+    get_gtt,
     get_trade,
     gtt_to,
     leg_to,
@@ -32,13 +30,6 @@ from Webapp.storage.trading_store import (
 )
 
 GTT_TYPES = {"single": 1, "two-leg": 2}  # how many triggers each takes: [stop] or [stop, target]
-
-
-def get_gtt(session: Session, gtt_row_id: int) -> TradeGtt:
-    gtt = session.get(TradeGtt, gtt_row_id, with_for_update=True)
-    if gtt is None:
-        raise RecordNotFound(f"no GTT row with id {gtt_row_id}")
-    return gtt
 
 
 def _check_prices(gtt_type: str, triggers: Sequence[float], limit_prices: Sequence[float]) -> None:
@@ -169,7 +160,7 @@ def gtt_modify_failed(
 def gtt_deleted(session: Session, gtt_row_id: int, *, now: datetime) -> TradeGtt:
     """The broker confirmed the delete of a still-active GTT: DELETING → DELETED.
 
-    Only now may the engine sell the leg (trading_exits.sell_intent).
+    Only now may the engine sell the leg (legs.sell_intent).
     """
     gtt = get_gtt(session, gtt_row_id)
     require(gtt.state, {GttIntentState.DELETING}, f"GTT {gtt_row_id}: deleted")
@@ -232,3 +223,26 @@ def gtt_order_failed(
     gtt.status_message = message
     gtt.updated_at = now
     return gtt
+
+
+# The GTT states whose outcome at the broker is unknown after a crash.
+IN_FLIGHT_GTT_STATES = (
+    GttIntentState.PENDING,
+    GttIntentState.MODIFYING,
+    GttIntentState.DELETING,
+)
+
+
+def gtts_in_flight(session: Session, account: str) -> list[TradeGtt]:
+    """GTTs whose place, modify or delete may or may not have reached the broker."""
+    stmt = (
+        select(TradeGtt)
+        .join(Trade)
+        .join(Ladder)
+        .where(
+            Ladder.account == account,
+            TradeGtt.state.in_([s.value for s in IN_FLIGHT_GTT_STATES]),
+        )
+        .order_by(TradeGtt.id)
+    )
+    return list(session.scalars(stmt))
