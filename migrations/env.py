@@ -44,19 +44,27 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _migrate(connection) -> None:
+    # batch mode: SQLite can only alter a table by copying it.
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        render_item=_render_item,
+        include_object=_include_object,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_migrations_online() -> None:
+    given = config.attributes.get("connection")
+    if given is not None:  # an in-memory database lives only on its own connection
+        _migrate(given)
+        return
     engine = make_engine(_url())
     with engine.connect() as connection:
-        # batch mode: SQLite can only alter a table by copying it.
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=True,
-            render_item=_render_item,
-            include_object=_include_object,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(connection)
     engine.dispose()
 
 

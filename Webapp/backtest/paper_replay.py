@@ -27,10 +27,9 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
-from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from Webapp.config.params import Params
@@ -42,8 +41,6 @@ from Webapp.market.candle import Candle
 from Webapp.market.feeds.replay import ReplayTick, merged_ticks
 from Webapp.market.ltp_store import LTPStore
 from Webapp.market.ohlcv import OHLCVStore
-from Webapp.storage import migrate
-from Webapp.storage.db import make_engine, make_session_factory
 from Webapp.storage.trading_models import Ladder, Trade
 
 TIMER_EVERY = timedelta(seconds=1)
@@ -172,27 +169,6 @@ class PaperReplay:
         never = datetime.max.replace(tzinfo=UTC)  # legs never bought sort last
         legs.sort(key=lambda g: (g.entry_time or never, g.symbol, g.position_number))
         return legs
-
-
-def scratch_app_db(path: str | Path) -> sessionmaker[Session]:
-    """A new, migrated SQLite app DB at `path` for one throwaway run, committing without fsync.
-
-    The app DB writes with synchronous=FULL so that a fill survives a power cut; a
-    backtest's rows do not need that, and the fsyncs of its thousands of commits would
-    be most of its run time. Only durability differs: what a run reads back is the same.
-    """
-    url = f"sqlite:///{Path(path)}"
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    # Registered after make_engine's pragmas, so it runs after them and wins.
-    event.listen(engine, "connect", _no_fsync)
-    return make_session_factory(engine)
-
-
-def _no_fsync(dbapi_conn, _record) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA synchronous=OFF")
-    cursor.close()
 
 
 def replay_candles(

@@ -26,6 +26,7 @@ from Webapp.config.params import Params
 from Webapp.execution import gateway as gw
 from Webapp.execution.clock import Clock
 from Webapp.execution.commands import Command
+from Webapp.execution.journal import Journal, StoreJournal
 from Webapp.execution.leg_lifecycle import FINAL, LegWork
 from Webapp.execution.signal_inputs import SignalCandles
 from Webapp.execution.trading_view import ErrorView, OrderView, SignalView, TradingState
@@ -131,11 +132,14 @@ class Desk:
         store: LTPStore,
         signal_candles: SignalCandles,
         submit: Submit,
+        journal: Journal | None = None,
     ) -> None:
         self.config = config
         self.account = config.account
         self.broker = broker
         self.sessions = sessions
+        # Where each step is written before the call it announces (app DB by default).
+        self.journal: Journal = journal or StoreJournal(sessions)
         self.params = params
         self.calendar = calendar
         self.clock = clock
@@ -180,11 +184,6 @@ class Desk:
         intent_id = f"i{next(self._intents)}"
         self.waiting[intent_id] = route
         self._submit(make(intent_id), urgent)
-
-    def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One write-ahead step in its own committed transaction; returns fn's result."""
-        with transaction(self.sessions) as session:
-            return fn(session, *args, **kwargs)
 
     def error(self, message: str) -> None:
         """A problem the trader must see on the dashboard (and in the log); never a secret."""

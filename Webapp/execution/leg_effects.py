@@ -26,7 +26,6 @@ from Webapp.execution.desk import Desk, LadderSlot, Route
 from Webapp.execution.leg_lifecycle import LegWork, Step
 from Webapp.execution.trading_view import TradingState
 from Webapp.states import ExitReason, IllegalTransition, LegState
-from Webapp.storage import gtts, legs, orders
 from Webapp.strategy.ladder import STOP_REASONS, gtt_placed, on_fill
 from Webapp.strategy.pnl import sold_leg_pnl
 
@@ -49,7 +48,7 @@ class LegEffects:
     def _one(
         self, ls: LadderSlot, work: LegWork, intent: ev.Intent, follow: list[ev.Event]
     ) -> LegWork:
-        desk = self.desk
+        desk, journal = self.desk, self.desk.journal
         position = work.position
         match intent:
             case ev.ShowError(message):
@@ -58,77 +57,63 @@ class LegEffects:
                 desk.fail(reason)
             case ev.RecordOrderSent(tag, order_id, at):
                 desk.by_order_id[order_id] = (work.symbol, position)
-                desk.write(orders.mark_order_sent, tag, order_id, now=at)
+                journal.order_sent(tag, order_id, at)
             case ev.RecordEntryFill(qty, price, at, order_id):
                 leg, _ = on_fill(ls.symbol, position, qty, price, at, desk.params)
-                desk.write(
-                    legs.record_entry_fill,
+                journal.entry_filled(
                     work.trade_id,
                     price,
                     qty,
                     at,
                     stop=leg.stop,
                     target=leg.target,
-                    broker_order_id=order_id,
+                    order_id=order_id,
                 )
                 ls.set_leg(leg)
                 desk.note_order(
                     ls.symbol, work.entry_tag, Side.BUY, "MARKET", qty, price, "filled", "entry"
                 )
             case ev.RecordEntryCancelled(state, message):
-                desk.write(
-                    legs.cancel_entry,
-                    work.trade_id,
-                    now=desk.now(),
-                    order_state=state,
-                    message=message,
-                )
+                journal.entry_cancelled(work.trade_id, state, message, desk.now())
                 desk.note_order(
                     ls.symbol, work.entry_tag, Side.BUY, "MARKET", 0, None, state.value, "entry",
                     message,
                 )  # fmt: skip
             case ev.PlaceGttCall(gtt):
                 request = gtt.gtt_request()
-                row = desk.write(
-                    gtts.gtt_intent,
+                row_id = journal.gtt_intent(
                     work.trade_id,
                     request.gtt_type.value,
                     gtt.triggers,
                     gtt.limit_prices,
-                    now=desk.now(),
+                    desk.now(),
                 )
-                work = replace(work, gtt_row_id=row.id)
+                work = replace(work, gtt_row_id=row_id)
                 desk.send(lambda i: gw.PlaceGtt(i, request), self._route("place_gtt", work))
             case ev.RecordGttPlaced(row_id, gtt_id, triggers, at):
-                desk.write(gtts.gtt_placed, row_id, gtt_id, now=at)
+                journal.gtt_placed(row_id, gtt_id, at)
                 desk.by_gtt_id[gtt_id] = (work.symbol, position)
                 target = triggers[1] if len(triggers) > 1 else None
                 ls.update_leg(position, gtt_stop=triggers[0], gtt_target=target, gtt_changed_at=at)
             case ev.RecordGttPlaceFailed(row_id, message):
-                desk.write(gtts.gtt_place_failed, row_id, now=desk.now(), message=message[:255])
+                journal.gtt_place_failed(row_id, message, desk.now())
             case ev.ModifyGttCall(row_id, gtt_id, modify):
-                desk.write(
-                    gtts.gtt_modify_intent,
-                    row_id,
-                    modify.triggers,
-                    modify.limit_prices,
-                    now=desk.now(),
-                )
+                journal.gtt_modify_intent(row_id, modify.triggers, modify.limit_prices, desk.now())
                 request = modify.gtt_request()
                 desk.send(
                     lambda i: gw.ModifyGtt(i, gtt_id, request), self._route("modify_gtt", work)
                 )
             case ev.RecordGttModified(row_id, modify, at):
-                desk.write(gtts.gtt_modified, row_id, now=at)
+                journal.gtt_modified(row_id, at)
                 ls.set_leg(gtt_placed(ls.leg(position), modify, at))
                 desk.dirty.add((work.symbol, position))
             case ev.RecordGttModifyFailed(row_id, message):
-                desk.write(gtts.gtt_modify_failed, row_id, now=desk.now(), message=message)
+                journal.gtt_modify_failed(row_id, message, desk.now())
             case ev.RecordGttVanished(row_id, message):
-                desk.write(gtts.gtt_vanished, row_id, now=desk.now(), message=message)
+                journal.gtt_vanished(row_id, message, desk.now())
                 self._forget_gtt(ls, position)
             case ev.RecordExitIntent(reason):
-                desk.write(legs.exit_intent, work.trade_id, reason, now=desk.now())
+                journal.exit_intent(work.trade_id, reason, desk.now())
                 ls.update_leg(position, exit_reason=reason)
             case ev.DeleteGttCall(gtt_id, urgent):
                 desk.send(
@@ -137,29 +122,23 @@ class LegEffects:
                     urgent=urgent,
                 )
             case ev.RecordGttDeleted(row_id, at):
-                desk.write(gtts.gtt_deleted, row_id, now=at)
+                journal.gtt_deleted(row_id, at)
                 self._forget_gtt(ls, position)
             case ev.FetchGttCall(gtt_id):
                 desk.send(lambda i: gw.FetchGtt(i, gtt_id), self._route("fetch_gtt", work))
             case ev.ListGttsCall():
                 self.list_gtts()
             case ev.RecordGttTriggered(row_id, index, at):
-                desk.write(gtts.gtt_triggered, row_id, index, now=at)
+                journal.gtt_triggered(row_id, index, at)
                 reason = ExitReason.TARGET if index == 1 else ExitReason.STOP_GTT
                 ls.update_leg(position, exit_reason=reason)
             case ev.RecordGttOrderFailed(row_id, message, at):
-                desk.write(gtts.gtt_order_failed, row_id, now=at, message=message)
+                journal.gtt_order_failed(row_id, message, at)
                 self._forget_gtt(ls, position)
             case ev.SellCall(market, urgent):
                 work = self._sell(ls, work, market=market, urgent=urgent, follow=follow)
             case ev.RecordExitOrderNotFilled(tag, state, message):
-                desk.write(
-                    orders.exit_order_not_filled,
-                    tag,
-                    now=desk.now(),
-                    order_state=state,
-                    message=message,
-                )
+                journal.sell_ended(tag, state, message, desk.now())
                 desk.by_tag.pop(tag, None)
             case ev.RecordExitFill():
                 self._sold(ls, work, intent)
@@ -178,7 +157,7 @@ class LegEffects:
                     urgent=urgent,
                 )
             case ev.RecordOrderModified(tag):
-                desk.write(orders.record_order_modified, tag, "MARKET", None, now=desk.now())
+                journal.order_modified(tag, "MARKET", desk.now())
             case _:
                 raise AssertionError(f"no effect for {intent!r}")
         return work
@@ -227,14 +206,13 @@ class LegEffects:
         tag = new_tag("X")
         purpose = "emergency" if urgent else "exit"
         try:
-            desk.write(
-                legs.sell_intent,
+            desk.journal.sell_intent(
                 work.trade_id,
                 tag,
-                now=now,
                 order_type=order_type.value,
                 price=price,
                 purpose=purpose,
+                at=now,
             )
         except IllegalTransition as exc:
             follow.append(ev.SellNotSent(str(exc), now, refused=True))
@@ -260,18 +238,8 @@ class LegEffects:
         )
         desk.dp_billed.add(ls.symbol)
         pnl = sold_leg_pnl(leg.entry_price, price, qty, charges.total)
-        desk.write(
-            legs.record_exit_fill,
-            work.trade_id,
-            price,
-            qty,
-            fill.at,
-            pnl=pnl.gross,
-            pnl_pct=pnl.pct,
-            charges=pnl.charges,
-            pnl_net=pnl.net,
-            tag=fill.tag,
-            broker_order_id=fill.order_id,
+        desk.journal.exit_filled(
+            work.trade_id, price, qty, fill.at, pnl, tag=fill.tag, order_id=fill.order_id
         )
         desk.realised_gross += pnl.gross
         desk.charges_today += pnl.charges

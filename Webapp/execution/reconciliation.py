@@ -42,7 +42,7 @@ from Webapp.execution.leg_lifecycle import FINAL, LegWork, Stage
 from Webapp.execution.trading_view import TradingState
 from Webapp.market.calendar import IST
 from Webapp.states import ExitReason, GttIntentState, LadderState, LegState, OrderIntentState
-from Webapp.storage import ladders, legs
+from Webapp.storage import ladders
 from Webapp.storage.db import transaction
 from Webapp.storage.ladders import open_ladders, todays_realised_pnl
 from Webapp.storage.trading_models import LIVE_GTT_STATES, Trade, TradeGtt, TradeOrder
@@ -304,30 +304,26 @@ class Reconciliation:
                 )
                 continue
             assert order.tag is not None
-            with transaction(desk.sessions) as session:
-                trade = self.leg_intent(
-                    session, ls, order.symbol, position, order.quantity, order.tag, now
-                )
-                orders.mark_order_sent(session, order.tag, order.order_id, now=now)
-                filled_at = order.updated_at or now
-                leg, _ = on_fill(
-                    order.symbol,
-                    position,
-                    order.filled_quantity,
-                    order.average_price,
-                    filled_at,
-                    desk.params,
-                )
-                legs.record_entry_fill(
-                    session,
-                    trade.trade_id,
-                    order.average_price,
-                    order.filled_quantity,
-                    filled_at,
-                    stop=leg.stop,
-                    target=leg.target,
-                    broker_order_id=order.order_id,
-                )
+            filled_at = order.updated_at or now
+            leg, _ = on_fill(
+                order.symbol,
+                position,
+                order.filled_quantity,
+                order.average_price,
+                filled_at,
+                desk.params,
+            )
+            trade = self.leg_intent(ls, order.symbol, position, order.quantity, order.tag, now)
+            desk.journal.order_sent(order.tag, order.order_id, now)
+            desk.journal.entry_filled(
+                trade.trade_id,
+                order.average_price,
+                order.filled_quantity,
+                filled_at,
+                stop=leg.stop,
+                target=leg.target,
+                order_id=order.order_id,
+            )
             desk.error(
                 f"{order.symbol}: filled buy {order.order_id} had no leg; recorded as "
                 f"P{position} and protecting it"

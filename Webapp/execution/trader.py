@@ -54,8 +54,6 @@ from Webapp.execution.trading_view import SignalView, TradingState, TradingView
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.ltp_store import LTPStore
 from Webapp.states import ExitReason, IllegalTransition, LegState, OrderIntentState
-from Webapp.storage import ladders, legs
-from Webapp.storage.db import transaction
 from Webapp.storage.trading_models import Trade
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, RaiseStop, Skip
 from Webapp.strategy.ladder import (
@@ -268,15 +266,16 @@ class Trader(Desk):
         if not self.dirty:
             return
         dirty, self.dirty = self.dirty, set()
-        with transaction(self.sessions) as session:
-            for symbol, position in sorted(dirty):
-                ls = self.ladders.get(symbol)
-                work = None if ls is None else ls.work.get(position)
-                if ls is None or work is None:
-                    continue
-                leg = ls.leg(position)
-                if leg.state in (LegState.PROTECTING, LegState.OPEN):
-                    legs.raise_stop(session, work.trade_id, leg.stop, leg.high, now=self.now())
+        stops = []
+        for symbol, position in sorted(dirty):
+            ls = self.ladders.get(symbol)
+            work = None if ls is None else ls.work.get(position)
+            if ls is None or work is None:
+                continue
+            leg = ls.leg(position)
+            if leg.state in (LegState.PROTECTING, LegState.OPEN):
+                stops.append((work.trade_id, leg.stop, leg.high))
+        self.journal.stops_raised(stops, self.now())
 
     def _roll_day(self, now: datetime) -> None:
         day = self.calendar.session_date(now)
@@ -341,9 +340,8 @@ class Trader(Desk):
         now = self.now()
         sl_pct = sl_pct_for(buy.leg, self.params)
         try:
-            with transaction(self.sessions) as session:
-                trade = self.leg_intent(session, ls, buy.symbol, buy.leg, buy.qty, tag, now)
-                trade_id, ladder_id = trade.trade_id, trade.ladder_id
+            trade = self.leg_intent(ls, buy.symbol, buy.leg, buy.qty, tag, now)
+            trade_id, ladder_id = trade.trade_id, trade.ladder_id
         except IllegalTransition as exc:
             self.error(f"{buy.symbol} P{buy.leg} not bought: {exc}")
             return
@@ -372,7 +370,6 @@ class Trader(Desk):
 
     def leg_intent(
         self,
-        session: Session,
         ls: LadderSlot | None,
         symbol: str,
         position: int,
@@ -381,16 +378,12 @@ class Trader(Desk):
         now: datetime,
     ) -> Trade:
         """Write a leg and its buy (PENDING, `tag`); a first leg opens its ladder with it."""
-        if ls is None:
-            ladder_id = ladders.open_ladder(session, self.account, symbol, now=now).id
-        else:
-            ladder_id = ls.ladder_id
         target_pct = self.params.p1.target_pct if position == 1 else None
         sl_pct = sl_pct_for(position, self.params)
-        trade, _ = legs.add_leg_intent(
-            session, ladder_id, position, qty, sl_pct, target_pct, tag, now=now
+        ladder_id = None if ls is None else ls.ladder_id
+        return self.journal.leg_intent(
+            ladder_id, self.account, symbol, position, qty, sl_pct, target_pct, tag, now
         )
-        return trade
 
     # --- broker answers and order updates -------------------------------------------------
 

@@ -9,6 +9,9 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from Webapp.storage import migrate
 
 
 def make_engine(url: str) -> Engine:
@@ -31,6 +34,24 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=15000")
+    cur.close()
+
+
+def memory_session_factory() -> sessionmaker[Session]:
+    """A fresh, migrated app database in memory (one connection, shared by every thread),
+    for a backtest: nothing is written to a disk and it is gone with the process."""
+    engine = create_engine(
+        "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+    )
+    event.listen(engine, "connect", _memory_pragmas)
+    with engine.begin() as connection:
+        migrate.upgrade_on(connection)
+    return make_session_factory(engine)
+
+
+def _memory_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 

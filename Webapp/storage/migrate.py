@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Connection
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -25,6 +26,13 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+def upgrade_on(connection: Connection, revision: str = "head") -> None:
+    """Migrate the database of an open connection (an in-memory one has no other)."""
+    cfg = alembic_config("sqlite://")
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
 
 
 # The market (OHLCV) database has its own environment and version table

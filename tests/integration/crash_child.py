@@ -204,7 +204,8 @@ def arm(rig: PaperRig, step: str) -> None:
     """Wrap, in this process only, the trader's write or a broker method to die at `step`."""
     trader, broker = rig.trader, rig.broker
     if step in AFTER_WRITE:
-        write, name = trader.write, AFTER_WRITE[step]
+        journal = trader.journal
+        write, name = journal.write, AFTER_WRITE[step]
 
         def write_then_die(fn, *args, **kwargs):
             result = write(fn, *args, **kwargs)  # committed when this returns
@@ -212,7 +213,7 @@ def arm(rig: PaperRig, step: str) -> None:
                 die(step)
             return result
 
-        trader.write = write_then_die
+        journal.write = write_then_die
     elif step in ("entry:intent", "entry:buy_at_broker", "exit:sell_at_broker"):
         place_order, side = broker.place_order, Side.SELL if step.startswith("exit") else Side.BUY
 

@@ -10,10 +10,11 @@ from tests.conftest import migrated_market_store
 from tests.trading_history import store_history, trading_sessions, uptrend_candles
 from tests.trading_rig import DEFAULTS
 from Webapp.backtest.history import store_signal_history
-from Webapp.backtest.paper_replay import PaperReplay, fingerprint, scratch_app_db
+from Webapp.backtest.paper_replay import PaperReplay, fingerprint
 from Webapp.market.calendar import IST, MarketCalendar
 from Webapp.market.candle import Timeframe
 from Webapp.states import LegState
+from Webapp.storage.db import memory_session_factory
 
 CALENDAR = MarketCalendar.nse()
 DAY = date(2026, 11, 23)  # a Monday
@@ -38,7 +39,7 @@ def uptrend(tmp_path, market_store):
 
 def replay(tmp_path, market_store, candles, name: str) -> PaperReplay:
     run = PaperReplay(
-        scratch_app_db(tmp_path / f"{name}.db"),
+        memory_session_factory(),
         DEFAULTS,
         market_store,
         symbols=["INFY"],

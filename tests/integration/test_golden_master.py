@@ -23,13 +23,13 @@ from Webapp.backtest.paper_replay import (
     ReplayLeg,
     fingerprint,
     replay_candles,
-    scratch_app_db,
 )
 from Webapp.config.params import load_params
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.candle import Timeframe
 from Webapp.market.ohlcv import OHLCVStore
 from Webapp.states import LegState
+from Webapp.storage.db import memory_session_factory
 from Webapp.storage.paper_models import PaperAccount, PaperOrder
 from Webapp.storage.trading_models import Ladder, Trade, TradeGtt, TradeOrder
 
@@ -65,7 +65,7 @@ def replay_five_min(folder, *, store_15m: bool):
         five_min = import_files(ohlcv, sorted(FIVE_MIN.glob("*.csv")))
         if store_15m:
             store_signal_history(ohlcv, five_min, Timeframe(params.signal_timeframe))
-        sessions = scratch_app_db(folder / "app.db")
+        sessions = memory_session_factory()  # a backtest writes no file
         candles = [candle for series in five_min.values() for candle in series]
         legs = replay_candles(candles, sessions, params, ohlcv, run_id=RUN_ID, calendar=calendar)
     finally:
