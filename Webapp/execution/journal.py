@@ -291,12 +291,8 @@ class StoreJournal:
     def stops_raised(self, stops: Sequence[tuple[int, float, float]], at: datetime) -> None:
         """The stops and highs raised since the last call, all in one transaction."""
 
-        def all_of_them(session: Session) -> None:
-            for trade_id, stop, high in stops:
-                legs.raise_stop(session, trade_id, stop, high, now=at)
-
         if stops:
-            self.write(all_of_them)
+            self.write(legs.raise_stops, stops, now=at)
 
 
 def memory_journal() -> StoreJournal:

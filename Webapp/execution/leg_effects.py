@@ -192,7 +192,7 @@ class LegEffects:
         desk = self.desk
         now = desk.now()
         if not desk.trading:
-            follow.append(ev.SellNotSent("trading is stopped", now))
+            follow.append(ev.SellNotSent("trading is stopped", now, market=market))
             return work
         if desk.state is TradingState.EMERGENCY:
             market = urgent = True

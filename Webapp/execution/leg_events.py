@@ -125,11 +125,13 @@ class SellSent:
 @dataclass(frozen=True)
 class SellNotSent:
     """The sell could not be sent now: trading is stopped (sent once trading again, as
-    decided), or its write was refused (`refused`: sent again at market shortly)."""
+    decided: `market` or not), or its write was refused (`refused`: sent again at market
+    shortly)."""
 
     message: str
     at: datetime
     refused: bool = False
+    market: bool = False
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,9 @@ def sell_sent(work: LegWork, event: SellSent) -> Step:
 def sell_not_sent(work: LegWork, event: SellNotSent) -> Step:
     if work.stage not in (Stage.SELLING, Stage.SELLING_MARKET, Stage.SELL_RETRY):
         return refuse(work, event)
-    retry_at = event.at + RETRY_AFTER if event.refused else None
+    # SELL_RETRY sends at market once retry_at has passed, as decided when it is None: a
+    # sell decided at market (a fired GTT's refused order) stays at market when held back.
+    retry_at = event.at + RETRY_AFTER if event.refused else (event.at if event.market else None)
     return Step(
         replace(work, stage=Stage.SELL_RETRY, exit_tag=None, exit_order_id=None, retry_at=retry_at),
         [ShowError(f"{work.name}: sell not sent: {event.message}")] if event.refused else [],

@@ -18,9 +18,10 @@ sell it. Stops, targets and P&L are what the rules computed: stored, never recom
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from Webapp.states import (
@@ -203,6 +204,37 @@ def raise_stop(
     trade.high = max(high, trade.high or high)
     trade.updated_at = now
     return trade
+
+
+def raise_stops(
+    session: Session, stops: Sequence[tuple[int, float, float]], *, now: datetime
+) -> None:
+    """Save many legs' higher stops and highs in one statement (the engine's once-a-second
+    flush): the same rule as raise_stop, without loading the rows. A leg no longer bought,
+    or whose saved stop is higher, is left as it is (the stop never moves down)."""
+    if not stops:
+        return
+    table = Trade.__table__
+    statement = (
+        update(table)
+        .where(
+            table.c.trade_id == bindparam("leg"),
+            table.c.status.in_([LegState.PROTECTING.value, LegState.OPEN.value]),
+            or_(table.c.stop_loss.is_(None), table.c.stop_loss <= bindparam("new_stop")),
+        )
+        .values(
+            stop_loss=bindparam("new_stop"),
+            high=case(
+                (table.c.high > bindparam("new_high"), table.c.high),
+                else_=bindparam("new_high"),
+            ),
+            updated_at=now,
+        )
+    )
+    session.connection().execute(
+        statement,
+        [{"leg": leg, "new_stop": stop, "new_high": high} for leg, stop, high in stops],
+    )
 
 
 def exit_intent(session: Session, trade_id: int, reason: ExitReason, *, now: datetime) -> Trade:

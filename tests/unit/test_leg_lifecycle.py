@@ -452,3 +452,20 @@ def test_an_emergency_on_a_leg_being_deleted_sells_it_urgently_at_market():
     work, _ = run(WORK[S.DELETING], EVENTS["ExitDecided emergency"])
     work, intents = run(work, EVENTS["GttDeleteAnswered active"])
     assert intents[-1] == ev.SellCall(market=True, urgent=True)
+
+
+def test_a_market_sell_held_back_while_trading_is_stopped_is_sent_at_market():
+    """A fired GTT's refused order found while reconciling: the sell waits, then goes at market."""
+    decided, _ = run(
+        replace(WORK[S.GTT_SELLING], exit_order_id=None), EVENTS["GttSeen fired, order refused"]
+    )
+    held, _ = run(decided, ev.SellNotSent("trading is stopped", T1, market=True))
+    assert held.stage is S.SELL_RETRY
+    _, intents = run(held, ev.Tick(T1, timedelta(seconds=30)))
+    assert intents == [ev.SellCall(market=True, urgent=False)]
+
+
+def test_a_limit_sell_held_back_while_trading_is_stopped_is_sent_as_decided():
+    held, _ = run(WORK[S.SELLING], ev.SellNotSent("trading is stopped", T1))
+    _, intents = run(held, ev.Tick(T1, timedelta(seconds=30)))
+    assert intents == [ev.SellCall(market=False, urgent=False)]
