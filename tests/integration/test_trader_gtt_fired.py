@@ -75,12 +75,11 @@ def test_a_gtt_whose_sell_was_refused_while_the_app_was_down_is_sold_on_start(tm
     first.broker.set_circuit_band("INFY", 972.0, 1188.0)
     first.broker.on_price("INFY", 974.0, START + timedelta(minutes=5))
     rig = make_rig(tmp_path / "app.db", NO_ADDS, start=START + timedelta(minutes=10))
-    rig.store.update("INFY", 974.0)
     rig.start()  # reconciles: the GTT triggered, its order failed
+    rig.tick("INFY", 974.0)  # a price known: still a MARKET sell, as decided
     rig.wait(1)  # trading: the engine sells the unprotected leg at market
     (sell,) = sells(rig)
     assert (sell.order.order_type, sell.order.quantity) == (OrderType.MARKET, 3)
-    rig.tick("INFY", 974.0)
     (row,) = rig.rows("INFY")
     assert (row.status, row.exit_reason, row.exit_price) == (
         LegState.CLOSED,

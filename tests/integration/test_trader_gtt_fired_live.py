@@ -206,19 +206,6 @@ def test_a_gtt_whose_sell_kite_refused_while_the_engine_was_down_is_sold_once_on
 
 
 @DOWN
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "engine bug: reconciliation finds the failed GTT order and asks for a MARKET sell "
-        "(leg_protection.gtt_sold_nothing: SellCall(market=True)) while the engine is "
-        "RECONCILING; LegEffects._sell answers SellNotSent('trading is stopped') and "
-        "leg_exits.sell_not_sent parks the leg in SELL_RETRY with retry_at=None, which "
-        "leg_exits.tick sends with market = urgent or retry_at is not None = False: a LIMIT "
-        "sell at LTP x (1 - gtt.limit_buffer_pct) whenever a price is known (969.10 at LTP "
-        "974), not the market sell STRATEGY.md asks for"
-    ),
-)
 def test_a_gtt_whose_sell_kite_refused_while_the_engine_was_down_is_sold_at_market_on_start(
     rig, sim, address, how
 ):
