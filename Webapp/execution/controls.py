@@ -20,7 +20,6 @@ from Webapp.execution.trading_view import DayPnl, LadderView, LegView, TradingSt
 from Webapp.market.calendar import IST
 from Webapp.states import ExitReason, LegState
 from Webapp.storage import param_versions
-from Webapp.storage.db import transaction
 from Webapp.strategy.limits import daily_loss_hit
 
 ParamsLoader = Callable[[str | None], tuple[Params, str]]
@@ -97,11 +96,10 @@ class Controls:
         except (ParamsError, OSError) as exc:
             desk.finish(cmd, False, f"parameters not changed: {exc}")
             return
-        with transaction(desk.sessions) as session:
-            version = param_versions.record_version(
-                session, text, cmd.actor, cmd.note, now=desk.now()
-            )
-            number = version.version
+        version = desk.journal.write(
+            param_versions.record_version, text, cmd.actor, cmd.note, now=desk.now()
+        )
+        number = version.version
         desk.params = params
         desk.params_version = number
         use_params = getattr(desk.broker, "use_params", None)

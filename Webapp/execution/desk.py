@@ -11,10 +11,12 @@ controls.py) all work on one desk.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +36,6 @@ from Webapp.market.calendar import MarketCalendar
 from Webapp.market.ltp_store import LTPStore
 from Webapp.states import LegState
 from Webapp.storage import audit
-from Webapp.storage.db import transaction
 from Webapp.strategy.ladder import Ladder, Leg
 from Webapp.strategy.limits import Book
 
@@ -117,6 +118,18 @@ class LadderSlot:
         return bool(self.work) and not self.live_positions()
 
 
+def batched(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An entry point of the engine (a price, the timer, an answer, an update, a command):
+    its writes are committed together, then its broker calls sent (Desk.batch)."""
+
+    @functools.wraps(method)
+    def run(self: Desk, *args: Any, **kwargs: Any) -> Any:
+        with self.batch():
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class Desk:
     """The engine thread's state and plumbing. Single-threaded by contract."""
 
@@ -171,6 +184,8 @@ class Desk:
         self.retry_listing_at: datetime | None = None
         self.starting: list[Command] = []  # START commands answered once reconciled
         self._intents = itertools.count(1)
+        self._held: list[tuple[gw.GatewayRequest, bool]] | None = None  # an open batch's calls
+        self._after: list[Callable[[], None]] = []  # and what waits for its commit
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -180,10 +195,35 @@ class Desk:
     def send(
         self, make: Callable[[str], gw.GatewayRequest], route: Route, *, urgent: bool = False
     ) -> None:
-        """Submit one broker call; its answer comes back to the trader with `route`."""
+        """Submit one broker call; its answer comes back to the trader with `route`.
+        Inside a batch the call waits until the batch's writes are committed."""
         intent_id = f"i{next(self._intents)}"
         self.waiting[intent_id] = route
-        self._submit(make(intent_id), urgent)
+        request = make(intent_id)
+        if self._held is not None:
+            self._held.append((request, urgent))
+        else:
+            self._submit(request, urgent)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One engine event's decisions: their writes committed together (one fsync), then
+        their broker calls sent, in order. Nested batches join the outer one."""
+        if self._held is not None:
+            yield
+            return
+        self._held, self._after = [], []
+        try:
+            with self.journal.batch():
+                yield
+            held, after = self._held, self._after
+            self._held, self._after = None, []
+            for request, urgent in held:  # committed: each call follows its write
+                self._submit(request, urgent)
+            for done in after:
+                done()
+        finally:
+            self._held, self._after = None, []
 
     def error(self, message: str) -> None:
         """A problem the trader must see on the dashboard (and in the log); never a secret."""
@@ -244,17 +284,24 @@ class Desk:
 
     def finish(self, cmd: Command, ok: bool, message: str) -> None:
         """Answer a command and write it with its outcome to the audit log."""
-        with transaction(self.sessions) as session:
-            audit.record(
-                session,
-                cmd.actor,
-                f"engine_{cmd.kind.value}",
-                ok=ok,
-                message=message,
-                account=self.account,
-            )
-        cmd.finish(ok, message)
+        self.journal.write(
+            audit.record,
+            cmd.actor,
+            f"engine_{cmd.kind.value}",
+            ok=ok,
+            message=message,
+            account=self.account,
+        )
+        self.after_commit(lambda: cmd.finish(ok, message))
         self.changed = True
+
+    def after_commit(self, done: Callable[[], None]) -> None:
+        """Run `done` once the open batch is committed (at once outside a batch): the
+        caller waiting on a command hears its outcome only when it is on record."""
+        if self._held is None:
+            done()
+        else:
+            self._after.append(done)
 
     # --- which leg a broker id or tag belongs to ----------------------------------------
 

@@ -11,7 +11,8 @@ one place, and a backtest never waits on a disk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -28,6 +29,8 @@ class Journal(Protocol):
     """The write-ahead steps of the engine, each committed when the method returns."""
 
     sessions: sessionmaker[Session]
+
+    def batch(self) -> AbstractContextManager[None]: ...
 
     def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
 
@@ -124,13 +127,34 @@ class Journal(Protocol):
 
 
 class StoreJournal:
-    """The journal in the app database: one committed transaction per step."""
+    """The journal in the app database: a step is committed on its own, or with the other
+    steps of the same engine event inside `batch()` (one transaction, one fsync)."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self._session: Session | None = None  # the open batch's
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every step written inside is committed together when the block ends (nothing of
+        it when the block raises). The engine holds the broker calls of the batch until
+        then: each call still follows the write that announces it. A refused step raises
+        IllegalTransition having written nothing (the storage modules check first), so the
+        batch goes on without it."""
+        if self._session is not None:
+            yield
+            return
+        with self.sessions() as session, session.begin():
+            self._session = session
+            try:
+                yield
+            finally:
+                self._session = None
 
     def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One step in its own committed transaction; returns fn's result."""
+        """One step: in the open batch, else in its own committed transaction."""
+        if self._session is not None:
+            return fn(self._session, *args, **kwargs)
         with transaction(self.sessions) as session:
             return fn(session, *args, **kwargs)
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from Webapp.broker.base import (
     Gtt,
@@ -43,7 +44,6 @@ from Webapp.execution.trading_view import TradingState
 from Webapp.market.calendar import IST
 from Webapp.states import ExitReason, GttIntentState, LadderState, LegState, OrderIntentState
 from Webapp.storage import ladders
-from Webapp.storage.db import transaction
 from Webapp.storage.ladders import open_ladders, todays_realised_pnl
 from Webapp.storage.trading_models import LIVE_GTT_STATES, Trade, TradeGtt, TradeOrder
 from Webapp.storage.trading_models import Ladder as LadderRow
@@ -74,7 +74,8 @@ class Reconciliation:
     def load_from_db(self) -> None:
         """Open ladders, cooldowns and today's P&L as the app DB holds them."""
         desk = self.desk
-        with transaction(desk.sessions) as session:
+
+        def load(session: Session) -> list[tuple[str, datetime | None]]:
             rows = open_ladders(session, desk.account)
             now = desk.now()
             for row in rows:
@@ -93,6 +94,9 @@ class Reconciliation:
                 ls = ladder_slot_from_row(row)
                 if ls is not None:
                     desk.ladders[ls.symbol] = ls
+            return closed
+
+        closed = desk.journal.write(load)
         desk.last_closed = {symbol: at for symbol, at in closed if at is not None}
         desk.by_tag.clear()
         desk.by_order_id.clear()

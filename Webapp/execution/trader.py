@@ -40,7 +40,7 @@ from Webapp.execution import leg_events as ev
 from Webapp.execution.clock import Clock
 from Webapp.execution.commands import Command
 from Webapp.execution.controls import Controls, ParamsLoader, build_view
-from Webapp.execution.desk import Desk, LadderSlot, LegKey, Route, Submit, TraderConfig
+from Webapp.execution.desk import Desk, LadderSlot, LegKey, Route, Submit, TraderConfig, batched
 from Webapp.execution.leg_effects import LegEffects
 from Webapp.execution.leg_lifecycle import (
     LISTING_SETTLES,
@@ -180,12 +180,17 @@ class Trader(Desk):
         """STRATEGY.md "Order of work on each price": broker side first, then the rules."""
         at = at or self.now()
         self.ltp[symbol] = ltp
-        if self._exchange is not None:
-            # Step 1's results first: a leg its GTT sold on this price is not open for step 2.
-            for gtt in self._exchange(symbol, ltp, at):
-                key = self.by_gtt_id.get(gtt.gtt_id)
-                if key is not None:
-                    self.handle(key, ev.GttSeen(gtt, at))
+        # Step 1, the paper exchange, commits its own changes before our batch opens.
+        fired = self._exchange(symbol, ltp, at) if self._exchange is not None else []
+        with self.batch():
+            self._decide(symbol, ltp, at, fired)
+
+    def _decide(self, symbol: str, ltp: float, at: datetime, fired: list[Gtt]) -> None:
+        # Step 1's results first: a leg its GTT sold on this price is not open for step 2.
+        for gtt in fired:
+            key = self.by_gtt_id.get(gtt.gtt_id)
+            if key is not None:
+                self.handle(key, ev.GttSeen(gtt, at))
         ls = self.ladders.get(symbol)
         if ls is None or not self.trading:
             return
@@ -234,6 +239,7 @@ class Trader(Desk):
 
     # --- the timer ----------------------------------------------------------------------
 
+    @batched
     def on_timer(self, now: datetime | None = None) -> None:
         """Called about once a second: scans, exit timeouts, retries, stop flushes."""
         now = now or self.now()
@@ -387,6 +393,7 @@ class Trader(Desk):
 
     # --- broker answers and order updates -------------------------------------------------
 
+    @batched
     def on_result(self, result: gw.Result) -> None:
         """A broker call came back: its answer becomes an event of the leg it was for."""
         route = self.waiting.pop(result.request.intent_id, None)
@@ -466,6 +473,7 @@ class Trader(Desk):
         elif tag == work.exit_tag:
             self.handle(route.key, ev.SellNotFound(at))
 
+    @batched
     def on_order_update(self, update: OrderUpdate) -> None:
         self.order_seen(update.order, update.received_at or self.now())
 
@@ -552,6 +560,7 @@ class Trader(Desk):
     def load_from_db(self) -> None:
         self.reconciliation.load_from_db()
 
+    @batched
     def on_command(self, cmd: Command) -> None:
         self.controls.on_command(cmd)
 

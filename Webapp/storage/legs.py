@@ -219,7 +219,8 @@ def raise_stops(
         update(table)
         .where(
             table.c.trade_id == bindparam("leg"),
-            table.c.status.in_([LegState.PROTECTING.value, LegState.OPEN.value]),
+            # Not IN (...): an expanding parameter cannot go with executemany.
+            or_(table.c.status == LegState.PROTECTING.value, table.c.status == LegState.OPEN.value),
             or_(table.c.stop_loss.is_(None), table.c.stop_loss <= bindparam("new_stop")),
         )
         .values(

@@ -204,16 +204,25 @@ def arm(rig: PaperRig, step: str) -> None:
     """Wrap, in this process only, the trader's write or a broker method to die at `step`."""
     trader, broker = rig.trader, rig.broker
     if step in AFTER_WRITE:
-        journal = trader.journal
-        write, name = journal.write, AFTER_WRITE[step]
+        # Die once the step is committed (with the rest of its engine event's batch), before
+        # the broker call it announces: the first call the engine releases after it.
+        journal, name = trader.journal, AFTER_WRITE[step]
+        write, submit = journal.write, trader._submit
+        written = []
 
-        def write_then_die(fn, *args, **kwargs):
-            result = write(fn, *args, **kwargs)  # committed when this returns
+        def write_and_note(fn, *args, **kwargs):
+            result = write(fn, *args, **kwargs)
             if fn.__name__ == name:
-                die(step)
+                written.append(step)
             return result
 
-        journal.write = write_then_die
+        def submit_or_die(request, urgent=False):
+            if written:
+                die(step)
+            submit(request, urgent)
+
+        journal.write = write_and_note
+        trader._submit = submit_or_die
     elif step in ("entry:intent", "entry:buy_at_broker", "exit:sell_at_broker"):
         place_order, side = broker.place_order, Side.SELL if step.startswith("exit") else Side.BUY
 

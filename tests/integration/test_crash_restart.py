@@ -171,12 +171,15 @@ SELLING = {"BUY": "filled", "SELL": "pending"}
 AT_CRASH = {
     "entry:intent": ("pending_entry", BUYING, [], 0, 0, 0),
     "entry:buy_at_broker": ("pending_entry", BUYING, [], 1, 0, 0),
-    "entry:fill_recorded": ("protecting", BOUGHT, [], 1, 0, 0),
+    # One engine event commits its decisions together (one fsync): the fill and the GTT
+    # intent it leads to are on record together, before the GTT is placed.
+    "entry:fill_recorded": ("protecting", BOUGHT, ["pending"], 1, 0, 0),
     "entry:gtt_intent": ("protecting", BOUGHT, ["pending"], 1, 0, 0),
     "entry:gtt_at_broker": ("protecting", BOUGHT, ["pending"], 1, 0, 1),
     "exit:intent": ("pending_exit", BOUGHT, ["deleting"], 1, 0, 1),
     "exit:gtt_deleted_at_broker": ("pending_exit", BOUGHT, ["deleting"], 1, 0, 0),
-    "exit:gtt_deleted": ("pending_exit", BOUGHT, ["deleted"], 1, 0, 0),
+    # Likewise the confirmed delete and the sell intent it leads to.
+    "exit:gtt_deleted": ("pending_exit", SELLING, ["deleted"], 1, 0, 0),
     "exit:sell_intent": ("pending_exit", SELLING, ["deleted"], 1, 0, 0),
     "exit:sell_at_broker": ("pending_exit", SELLING, ["deleted"], 1, 1, 0),
     "exit:gtt_fired_while_down": ("open", BOUGHT, ["active"], 1, 0, 1),

@@ -50,6 +50,7 @@ from Webapp.storage.legs import (
     exit_undone,
     legs_without_active_gtt,
     raise_stop,
+    raise_stops,
     sell_intent,
 )
 from Webapp.storage.orders import (
@@ -328,6 +329,26 @@ def test_the_stop_never_moves_down(sessions):
         raise_stop(s, trade_id, 984.75, 1008.0, now=at(7))  # same stop, a lower high: kept
     after = leg(sessions, trade_id)
     assert (after.stop_loss, after.high) == (984.75, 1010.0)
+
+
+def test_many_stops_are_raised_at_once_and_none_moves_down(sessions):
+    """The engine's once-a-second flush: one statement, the same rule as raise_stop."""
+    p1, _ = protected_leg(sessions, new_ladder(sessions, "INFY"))
+    p2, _ = protected_leg(sessions, new_ladder(sessions, "TCS"))
+    p3, _ = protected_leg(sessions, new_ladder(sessions, "ITC"))
+    with transaction(sessions) as s:
+        raise_stop(s, p3, 990.0, 1015.0, now=at(4))
+    with transaction(sessions) as s:
+        raise_stops(
+            s,
+            [(p1, 984.75, 1010.0), (p2, 980.0, 1005.0), (p3, 985.0, 1012.0)],  # p3: lower
+            now=at(5),
+        )
+    assert [(leg(sessions, t).stop_loss, leg(sessions, t).high) for t in (p1, p2, p3)] == [
+        (984.75, 1010.0),
+        (980.0, 1005.0),
+        (990.0, 1015.0),  # never down, and its high kept
+    ]
 
 
 def test_a_partial_entry_fill_holds_what_was_bought(sessions):
