@@ -29,7 +29,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from flask import request
 from sqlalchemy import select
 
 from tests.integration.crash_child import (
@@ -46,6 +45,7 @@ from tests.integration.crash_child import (
     child_process,
     make_any_rig,
 )
+from tests.integration.kitesim_prices import address_of, priced_kitesim
 from tests.kitesim.rest import KiteRestSim
 from tests.trading_rig import T0, PaperRig
 from Webapp.broker.base import GttState, OrderState, Side, shares_held
@@ -62,7 +62,6 @@ HANG_GUARD_S = 120
 RESTART_AT = T0 + timedelta(minutes=5)  # same session day, after everything the child did
 SETTLE_S = 35  # > exit_timeout_s (30) and the sell retry (5 s)
 TRAIL_AGAIN = 1007.0  # the restarted engine's stop 981.83 is due over a 975.45 trigger
-PRICE_ROUTE = "/_crash_test/price"
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +86,12 @@ def app_db(migrated_db, tmp_path) -> str:
 @pytest.fixture
 def kite() -> Iterator[KiteRestSim]:
     """kitesim's REST exchange with a switch the child moves prices with (a trade at a price)."""
-    sim = KiteRestSim()
-
-    def trade_at():
-        body = request.get_json()
-        sim.set_price(body["symbol"], float(body["price"]))
-        return {"status": "success"}
-
-    sim.app.add_url_rule(PRICE_ROUTE, "crash-test-price", trade_at, methods=["POST"])
-    with sim:
+    with priced_kitesim() as sim:
         yield sim
 
 
 def address(sim: KiteRestSim) -> KiteSimAddress:
-    return KiteSimAddress(sim.url, sim.api_key, sim.access_token, sim.url + PRICE_ROUTE)
+    return address_of(sim)
 
 
 @pytest.fixture(scope="module")

@@ -13,30 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask import request
 
-from tests.integration.crash_child import BUY_AT, QTY, SYMBOL, KiteSimAddress, make_live_rig
+from tests.integration.crash_child import BUY_AT, QTY, SYMBOL, make_live_rig
+from tests.integration.kitesim_prices import address_of, priced_kitesim
 from tests.kitesim.rest import KiteRestSim
 from Webapp.execution.commands import CommandKind
 from Webapp.execution.trading_view import TradingState
 from Webapp.states import LegState
 
-PRICE_ROUTE = "/_test/price"
 SHORT = f"{SYMBOL}: legs P1 hold {QTY} shares but the broker shows"
 
 
 @pytest.fixture
 def sim() -> Iterator[KiteRestSim]:
     """kitesim with the switch LiveRig moves prices with."""
-    sim = KiteRestSim()
-
-    def trade_at():
-        body = request.get_json()
-        sim.set_price(body["symbol"], float(body["price"]))
-        return {"status": "success"}
-
-    sim.app.add_url_rule(PRICE_ROUTE, "test-price", trade_at, methods=["POST"])
-    with sim:
+    with priced_kitesim() as sim:
         sim.set_price(f"BSE:{SYMBOL}", BUY_AT)
         yield sim
 
@@ -44,7 +35,7 @@ def sim() -> Iterator[KiteRestSim]:
 @pytest.fixture
 def rig(sim, tmp_path: Path):
     """P1 of INFY bought and protected by a GTT, then the engine stopped."""
-    address = KiteSimAddress(sim.url, sim.api_key, sim.access_token, sim.url + PRICE_ROUTE)
+    address = address_of(sim)
     rig = make_live_rig(f"sqlite:///{tmp_path / 'app.db'}", address)
     rig.start()
     rig.tick(SYMBOL, BUY_AT)

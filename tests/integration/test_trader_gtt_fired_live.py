@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from flask import request
 
 from tests.integration.crash_child import (
     BUY_AT,
@@ -26,13 +25,13 @@ from tests.integration.crash_child import (
     LiveRig,
     make_live_rig,
 )
+from tests.integration.kitesim_prices import address_of, priced_kitesim
 from tests.kitesim.rest import KiteRestSim
 from tests.trading_rig import T0
 from Webapp.execution.commands import CommandKind
 from Webapp.execution.trading_view import TradingState
 from Webapp.states import ExitReason, GttIntentState, LegState
 
-PRICE_ROUTE = "/_test/price"
 STOP_TRIGGER = 975.0  # P1 bought at 1000.00: the GTT is [975.00, 1050.00], its stop LIMIT 970.10
 FIRE = 974.0  # through the stop trigger
 REASON = (
@@ -44,21 +43,13 @@ REASON = (
 @pytest.fixture
 def sim() -> Iterator[KiteRestSim]:
     """kitesim with the switch LiveRig moves prices with."""
-    sim = KiteRestSim()
-
-    def trade_at():
-        body = request.get_json()
-        sim.set_price(body["symbol"], float(body["price"]))
-        return {"status": "success"}
-
-    sim.app.add_url_rule(PRICE_ROUTE, "test-price", trade_at, methods=["POST"])
-    with sim:
+    with priced_kitesim() as sim:
         yield sim
 
 
 @pytest.fixture
 def address(sim) -> KiteSimAddress:
-    return KiteSimAddress(sim.url, sim.api_key, sim.access_token, sim.url + PRICE_ROUTE)
+    return address_of(sim)
 
 
 @pytest.fixture
