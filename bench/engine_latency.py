@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _engine_events import EventRecorder, Sample, event_table, where_table  # noqa: E402
 from _ladder_rig import LadderRig, open_ladders, price_walk  # noqa: E402
 
 TARGET_P99_US = 1_000.0
@@ -36,7 +37,9 @@ class Run:
     calls: dict[str, int] = field(default_factory=dict)  # broker calls queued, by type
     stops_raised: int = 0  # legs whose high (and so stop) a price raised
     settle_ns: list[int] = field(default_factory=list)  # executing the queued calls (untimed)
-    timer_ns: list[int] = field(default_factory=list)  # the 1 s timer tick (untimed)
+    # The trader's other work between ticks (timer, results, updates), without the broker's.
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    setup: dict[str, list[Sample]] = field(default_factory=dict)  # the same, opening the legs
     legs_before: int = 0
     legs_after: int = 0
     errors: list[str] = field(default_factory=list)  # what the dashboard would show
@@ -85,9 +88,7 @@ def measure(rig: LadderRig, name: str, ticks: int, seed: int, args) -> Run:
     for index, (symbol, ltp) in enumerate(walk):
         if index % symbols == 0:  # a new second: the timer, as the engine ticks it
             now = clock.advance(one_second)
-            started = perf()
             driver.timer(now)
-            run.timer_ns.append(perf() - started)
         before = highs(rig, symbol)
         started = perf()
         store_update(symbol, ltp, 0, now, now)
@@ -179,8 +180,14 @@ def main() -> int:
                 continue
             path = Path(folder) / ("exchange" if with_exchange else "rules")
             path.mkdir()
-            rig = open_ladders(path, symbols=args.symbols, with_exchange=with_exchange)
+            recorder = EventRecorder()
+            rig = open_ladders(
+                path, symbols=args.symbols, with_exchange=with_exchange, recorder=recorder
+            )
+            setup, recorder.samples = recorder.samples, {}
             runs.append(measure(rig, name, ticks, args.seed, args))
+            runs[-1].samples, runs[-1].setup = recorder.samples, setup
+            recorder.uninstall()
             if args.profile and not with_exchange:
                 profiled = profile(rig, min(ticks, 50_000), args.seed + 1, args)
             rig.db_engine.dispose()
@@ -203,9 +210,22 @@ def main() -> int:
         print(f"  open legs with an active GTT: {run.legs_before} before, {run.legs_after} after")
         print(f"  decisions: a leg's stop raised {run.stops_raised:,} times; calls queued: {kinds}")
         print(f"  running those calls and their results, between ticks: {summary(run.settle_ns)}")
-        print(f"  the timer tick once per simulated second, between ticks: {summary(run.timer_ns)}")
         print(f"  errors the trader reported: {len(run.errors)} {run.errors[:3]}")
         print(f"  on-CPU share of the run {run.cpu_share:.0%} (the rest: mostly fsync waits)")
+    for run in runs:
+        print(
+            f"\n{run.name}: the trader's other work between ticks, ms (Trader.on_timer, "
+            "on_result, on_order_update; the broker's side of each call not included)\n"
+        )
+        print("\n".join(event_table(run.samples)))
+        print()
+        print("\n".join(where_table(run.samples)))
+    if runs:
+        print(
+            f"\n{runs[0].name}: the same during the set-up (0 → 150 legs: START, buys and their "
+            "fills, GTT placements), ms\n"
+        )
+        print("\n".join(event_table(runs[0].setup)))
     if profiled:
         print("\ncProfile of Trader.on_price, rules only (top 12 by own time):\n")
         print(profiled)
