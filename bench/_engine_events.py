@@ -53,6 +53,7 @@ class Tally:
         "commits",
         "commit_ns",
         "durations",
+        "spans",
         "statements",
         "statement_ns",
         "statement_started",
@@ -65,6 +66,7 @@ class Tally:
         self.commits = self.commit_ns = 0  # commits of a transaction that wrote: fsync'd
         self.empty_commits = 0  # commits with no write pending (a read's session): no I/O
         self.durations: list[int] = []  # of every commit, ns
+        self.spans: list[tuple[int, int]] = []  # of every commit: (start, end) ns
         self.statements = self.statement_ns = self.statement_started = 0
         self.slow: list[tuple[int, str]] = []  # (ns, SQL) of the statements over SLOW_SQL_NS
         self.gc_ns = self.gc_started = 0
@@ -83,10 +85,16 @@ class Sample:
     gc_ns: int
     detail: str  # results: the call answered ("ModifyGtt"); commands: their kind
     empty_commits: int = 0  # sessions that only read (no I/O)
+    started_ns: int = 0  # perf_counter_ns at the start
+    commit_spans: tuple[tuple[int, int], ...] = ()  # (start, end) ns of its commits
+    full_gc_ns: int = 0  # full collections on any thread during it (set by `overlap_full_gcs`)
+    # The part of `commit_ns` during which a full collection held the GIL (the commit had
+    # ended but could not return): not the fsync, so counted back in `without_commit_ns`.
+    commit_gc_ns: int = 0
 
     @property
     def without_commit_ns(self) -> int:
-        return self.wall_ns - self.commit_ns
+        return self.wall_ns - self.commit_ns + self.commit_gc_ns
 
 
 @dataclass
@@ -103,6 +111,9 @@ class EventRecorder:
     tallies: dict[int, Tally] = field(default_factory=dict)  # thread ident -> its totals
     names: dict[int, str] = field(default_factory=dict)  # thread ident -> thread name
     profiles: dict[str, cProfile.Profile] = field(default_factory=dict)
+    # The collector's full passes (generation 2): (start ns, end ns, thread). The GIL is
+    # held throughout, so one on any thread stops the engine thread too.
+    full_gcs: list[tuple[int, int, str]] = field(default_factory=list)
     recording: bool = True
     _undo: list[Callable[[], None]] = field(default_factory=list)
 
@@ -137,6 +148,7 @@ class EventRecorder:
                 t.commits += 1
                 t.commit_ns += took
                 t.durations.append(took)
+                t.spans.append((started, started + took))
 
         def before(*_args) -> None:
             self.tally().statement_started = perf()
@@ -149,12 +161,15 @@ class EventRecorder:
             if took > SLOW_SQL_NS:
                 t.slow.append((took, " ".join(statement.split())[:70]))
 
-        def on_gc(phase: str, _info: dict) -> None:
+        def on_gc(phase: str, info: dict) -> None:
             t = self.tally()
             if phase == "start":
                 t.gc_started = perf()
             elif t.gc_started:
-                t.gc_ns += perf() - t.gc_started
+                ended = perf()
+                t.gc_ns += ended - t.gc_started
+                if info.get("generation") == 2:
+                    self.full_gcs.append((t.gc_started, ended, threading.current_thread().name))
                 t.gc_started = 0
 
         dialect.do_commit = timed_commit
@@ -181,6 +196,7 @@ class EventRecorder:
         t = self.tally()
         perf, cpu = time.perf_counter_ns, time.thread_time_ns
         commits, commit_ns, empty = t.commits, t.commit_ns, t.empty_commits
+        first_span = len(t.spans)
         statements, statement_ns, gc_ns = t.statements, t.statement_ns, t.gc_ns
         profiler = None
         if kind in self.profile_kinds and self.recording:
@@ -207,6 +223,8 @@ class EventRecorder:
                 t.gc_ns - gc_ns,
                 detail_of(kind, event_obj),
                 t.empty_commits - empty,
+                wall0,
+                tuple(t.spans[first_span:]),
             )
             self.samples.setdefault(kind, []).append(sample)
 
@@ -229,6 +247,14 @@ class EventRecorder:
         trader.on_result = timed("result", trader.on_result, True)
         trader.on_order_update = timed("order_update", trader.on_order_update, True)
         trader.on_command = timed("command", trader.on_command, True)
+
+    def overlap_full_gcs(self, samples: dict[str, list[Sample]]) -> None:
+        """Set each sample's `full_gc_ns`: the full collections (any thread) inside it."""
+        spans = sorted((a, b) for a, b, _ in self.full_gcs)
+        for chosen in samples.values():
+            for s in chosen:
+                s.full_gc_ns = overlap(spans, s.started_ns, s.started_ns + s.wall_ns)
+                s.commit_gc_ns = sum(overlap(spans, a, b) for a, b in s.commit_spans)
 
     def clear(self) -> None:
         self.samples.clear()
@@ -257,6 +283,11 @@ class EventRecorder:
             for ident, t in list(self.tallies.items())
             if len(t.durations) > marks.get(ident, 0)
         }
+
+
+def overlap(spans: list[tuple[int, int]], start: int, end: int) -> int:
+    """How much of [start, end) the spans cover (they do not overlap one another)."""
+    return sum(min(end, b) - max(start, a) for a, b in spans if a < end and b > start)
 
 
 def detail_of(kind: str, event_obj: object) -> str:
@@ -336,8 +367,9 @@ def slowest_table(samples: dict[str, list[Sample]], split_results: bool = True) 
     """Markdown: the slowest piece of work of each kind (by wall time), taken apart, in ms."""
     lines = [
         "| engine work: the slowest | which | wall | thread CPU | in commit "
-        "| in SQL statements | in GC | rest | SQL statements | commits (fsync'd) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| in SQL statements | in GC | rest | SQL statements | commits (fsync'd) "
+        "| full GC, any thread |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, label, chosen in rows_of(samples, split_results):
         w = max(chosen, key=lambda s: s.wall_ns)
@@ -346,7 +378,7 @@ def slowest_table(samples: dict[str, list[Sample]], split_results: bool = True) 
         lines.append(
             f"| {label} | {which:,}. of {len(samples[kind]):,} | {ms(w.wall_ns)} | {ms(w.cpu_ns)} "
             f"| {ms(w.commit_ns)} | {ms(w.statement_ns)} | {ms(w.gc_ns)} | {ms(rest)} "
-            f"| {w.statements:,} | {w.commits} |"
+            f"| {w.statements:,} | {w.commits} | {ms(w.full_gc_ns)} |"
         )
     return lines
 

@@ -14,13 +14,20 @@ import pstats
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _engine_events import EventRecorder, Sample, event_table, where_table  # noqa: E402
+from _engine_events import (  # noqa: E402
+    EventRecorder,
+    Sample,
+    event_table,
+    profile_report,
+    where_table,
+)
 from _ladder_rig import LadderRig, open_ladders, price_walk  # noqa: E402
 
 TARGET_P99_US = 1_000.0
@@ -133,6 +140,37 @@ def profile(rig: LadderRig, ticks: int, seed: int, args) -> str:
     return out.getvalue()
 
 
+def profile_writes(rig: LadderRig, ticks: int, seed: int, args) -> str:
+    """cProfile of the trader's write-ahead steps alone (`Desk.write`: one transaction each,
+    a GTT modify's intent on a price, its confirmation on the result), per write."""
+    walk = walk_for(rig, ticks, seed, args)
+    profiler = cProfile.Profile()
+    trader, write = rig.trader, rig.trader.write
+    writes = Counter()
+
+    def profiled_write(fn, *a, **kw):
+        writes[fn.__name__] += 1
+        profiler.enable()
+        try:
+            return write(fn, *a, **kw)
+        finally:
+            profiler.disable()
+
+    trader.write = profiled_write
+    try:
+        now = rig.clock.now()
+        for index, (symbol, ltp) in enumerate(walk):
+            if index % len(rig.prices) == 0:
+                now = rig.clock.advance(timedelta(seconds=1))
+                rig.driver.timer(now)
+            rig.store.update(symbol, ltp, 0, now, now)
+            rig.driver.price(symbol, ltp, now)
+    finally:
+        del trader.write
+    done = ", ".join(f"{name} {count:,}" for name, count in writes.most_common())
+    return f"  writes: {done}\n" + profile_report(profiler, sum(writes.values()) or 1)
+
+
 def row(label: str, values_ns: list[int], total: int) -> str:
     if not values_ns:
         return f"| {label} | 0 | | | | | |"
@@ -170,7 +208,7 @@ def main() -> int:
 
     load = os.getloadavg()[0]
     runs: list[Run] = []
-    profiled = ""
+    profiled = profiled_writes = ""
     with tempfile.TemporaryDirectory(prefix="ladder-bench-") as folder:
         for name, with_exchange, ticks in (
             ("rules only", False, args.ticks),
@@ -187,9 +225,11 @@ def main() -> int:
             setup, recorder.samples = recorder.samples, {}
             runs.append(measure(rig, name, ticks, args.seed, args))
             runs[-1].samples, runs[-1].setup = recorder.samples, setup
+            recorder.overlap_full_gcs(runs[-1].samples)
             recorder.uninstall()
             if args.profile and not with_exchange:
                 profiled = profile(rig, min(ticks, 50_000), args.seed + 1, args)
+                profiled_writes = profile_writes(rig, min(ticks, 50_000), args.seed + 2, args)
             rig.db_engine.dispose()
 
     print(
@@ -229,6 +269,8 @@ def main() -> int:
     if profiled:
         print("\ncProfile of Trader.on_price, rules only (top 12 by own time):\n")
         print(profiled)
+        print("cProfile of the write-ahead steps (Desk.write), rules only, ms per write:\n")
+        print(profiled_writes)
     cpus = os.cpu_count()
     print(
         f"\nPython {sys.version.split()[0]}; price walk: {args.sigma_bps} bps a second, "

@@ -165,6 +165,7 @@ class Result:
     commands: int = 0  # PAUSE/RESUME sent during the feed
     slow_sql: list[tuple[int, str]] = field(default_factory=list)  # the engine thread's
     load: float = 0.0  # 1-minute load average as the feed started
+    full_gcs: list[tuple[int, str]] = field(default_factory=list)  # (ns, thread) from the feed
     profiles: dict[str, str] = field(default_factory=dict)  # kind -> report
 
     @property
@@ -259,6 +260,7 @@ def run(folder: Path, name: str, with_exchange: bool, args) -> Result:
     cpu0 = {thread: time.clock_gettime(clock_id) for thread, clock_id in clocks.items()}
     process0, wall0 = time.process_time(), time.perf_counter()
     result.load = os.getloadavg()[0]
+    feed_ns = time.perf_counter_ns()
     feeder.start()
     sample_s = args.sample_ms / 1000
     next_command = wall0 + args.command_every if args.command_every > 0 else None
@@ -294,6 +296,8 @@ def run(folder: Path, name: str, with_exchange: bool, args) -> Result:
     engine.stop()
     # The engine's work during the feed (and until its last price was handed over).
     result.samples = {k: list(v) for k, v in recorder.samples.items()}
+    recorder.overlap_full_gcs(result.samples)
+    result.full_gcs = [(b - a, name) for a, b, name in recorder.full_gcs if a >= feed_ns]
     recorder.uninstall()
     for kind, profiler in recorder.profiles.items():
         result.profiles[kind] = profile_report(profiler, len(result.samples.get(kind, [])) or 1)
@@ -432,7 +436,8 @@ def commit_line(r: Result) -> str:
         return "no commit on the engine thread"
     d = [x / 1e6 for x in durations]
     return (
-        f"one commit on the engine thread (DBAPI commit(): WAL write + fsync): p50 "
+        f"one commit on the engine thread (DBAPI commit(): WAL write + fsync, and getting "
+        f"the GIL back after it): p50 "
         f"{pct(d, 50):.2f} ms, p99 {pct(d, 99):.2f} ms, max {max(d):.2f} ms over {len(d):,}"
     )
 
@@ -512,6 +517,13 @@ def main() -> int:
         if prices:
             print(f"\nprices handed over per ticks-ready event: {len(r.waits_s) / len(prices):.1f}")
         print(commit_line(r))
+        if r.full_gcs:
+            took = [ns / 1e6 for ns, _ in r.full_gcs]
+            threads = ", ".join(sorted({name for _, name in r.full_gcs}))
+            print(
+                f"full garbage collections from the feed's start on: {len(took)}, "
+                f"{min(took):,.1f}–{max(took):,.1f} ms each (on {threads}; every thread waits)"
+            )
         if r.slow_sql:
             worst = "; ".join(f"{ns / 1e6:,.1f} ms {sql}" for ns, sql in r.slow_sql[:3])
             print(
