@@ -15,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _engine_events import EventRecorder  # noqa: E402
 
 from Webapp.broker.base import TICK_SIZE  # noqa: E402
 from Webapp.broker.paper import PaperBroker  # noqa: E402
@@ -132,12 +135,15 @@ def open_ladders(
     symbols: int = 50,
     start: datetime = SESSION_T0,
     with_exchange: bool = True,
+    recorder: EventRecorder | None = None,
 ) -> LadderRig:
     """A migrated SQLite app DB in `folder` and a Trader holding `symbols` ladders of 3 OPEN legs.
 
     `with_exchange`: the trader runs the PaperBroker's exchange side before its rules on
     every price (`exchange=broker.on_price`, as the runtime does in paper mode), or not.
     Simulated time starts at `start` and moves one second per round of prices.
+    `recorder`: times the trader's timer, results, order updates and commands from the
+    start of the set-up on (bench/_engine_events.py).
     """
     url = f"sqlite:///{folder / 'app.db'}"
     migrate.upgrade(url)
@@ -163,6 +169,9 @@ def open_ladders(
         account=ACCOUNT,
     )
     trader, driver, gateway = engine.trader, engine.driver, engine.gateway
+    if recorder is not None:
+        recorder.install(db_engine)
+        recorder.wrap_trader(trader)
     rig = LadderRig(
         url, db_engine, sessions, params, store, clock, broker, gateway, driver, trader, prices
     )

@@ -14,12 +14,20 @@ import pstats
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _engine_events import (  # noqa: E402
+    EventRecorder,
+    Sample,
+    event_table,
+    profile_report,
+    where_table,
+)
 from _ladder_rig import LadderRig, open_ladders, price_walk  # noqa: E402
 
 TARGET_P99_US = 1_000.0
@@ -36,7 +44,9 @@ class Run:
     calls: dict[str, int] = field(default_factory=dict)  # broker calls queued, by type
     stops_raised: int = 0  # legs whose high (and so stop) a price raised
     settle_ns: list[int] = field(default_factory=list)  # executing the queued calls (untimed)
-    timer_ns: list[int] = field(default_factory=list)  # the 1 s timer tick (untimed)
+    # The trader's other work between ticks (timer, results, updates), without the broker's.
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    setup: dict[str, list[Sample]] = field(default_factory=dict)  # the same, opening the legs
     legs_before: int = 0
     legs_after: int = 0
     errors: list[str] = field(default_factory=list)  # what the dashboard would show
@@ -85,9 +95,7 @@ def measure(rig: LadderRig, name: str, ticks: int, seed: int, args) -> Run:
     for index, (symbol, ltp) in enumerate(walk):
         if index % symbols == 0:  # a new second: the timer, as the engine ticks it
             now = clock.advance(one_second)
-            started = perf()
             driver.timer(now)
-            run.timer_ns.append(perf() - started)
         before = highs(rig, symbol)
         started = perf()
         store_update(symbol, ltp, 0, now, now)
@@ -132,6 +140,37 @@ def profile(rig: LadderRig, ticks: int, seed: int, args) -> str:
     return out.getvalue()
 
 
+def profile_writes(rig: LadderRig, ticks: int, seed: int, args) -> str:
+    """cProfile of the trader's write-ahead steps alone (`Desk.write`: one transaction each,
+    a GTT modify's intent on a price, its confirmation on the result), per write."""
+    walk = walk_for(rig, ticks, seed, args)
+    profiler = cProfile.Profile()
+    trader, write = rig.trader, rig.trader.write
+    writes = Counter()
+
+    def profiled_write(fn, *a, **kw):
+        writes[fn.__name__] += 1
+        profiler.enable()
+        try:
+            return write(fn, *a, **kw)
+        finally:
+            profiler.disable()
+
+    trader.write = profiled_write
+    try:
+        now = rig.clock.now()
+        for index, (symbol, ltp) in enumerate(walk):
+            if index % len(rig.prices) == 0:
+                now = rig.clock.advance(timedelta(seconds=1))
+                rig.driver.timer(now)
+            rig.store.update(symbol, ltp, 0, now, now)
+            rig.driver.price(symbol, ltp, now)
+    finally:
+        del trader.write
+    done = ", ".join(f"{name} {count:,}" for name, count in writes.most_common())
+    return f"  writes: {done}\n" + profile_report(profiler, sum(writes.values()) or 1)
+
+
 def row(label: str, values_ns: list[int], total: int) -> str:
     if not values_ns:
         return f"| {label} | 0 | | | | | |"
@@ -169,7 +208,7 @@ def main() -> int:
 
     load = os.getloadavg()[0]
     runs: list[Run] = []
-    profiled = ""
+    profiled = profiled_writes = ""
     with tempfile.TemporaryDirectory(prefix="ladder-bench-") as folder:
         for name, with_exchange, ticks in (
             ("rules only", False, args.ticks),
@@ -179,10 +218,18 @@ def main() -> int:
                 continue
             path = Path(folder) / ("exchange" if with_exchange else "rules")
             path.mkdir()
-            rig = open_ladders(path, symbols=args.symbols, with_exchange=with_exchange)
+            recorder = EventRecorder()
+            rig = open_ladders(
+                path, symbols=args.symbols, with_exchange=with_exchange, recorder=recorder
+            )
+            setup, recorder.samples = recorder.samples, {}
             runs.append(measure(rig, name, ticks, args.seed, args))
+            runs[-1].samples, runs[-1].setup = recorder.samples, setup
+            recorder.overlap_full_gcs(runs[-1].samples)
+            recorder.uninstall()
             if args.profile and not with_exchange:
                 profiled = profile(rig, min(ticks, 50_000), args.seed + 1, args)
+                profiled_writes = profile_writes(rig, min(ticks, 50_000), args.seed + 2, args)
             rig.db_engine.dispose()
 
     print(
@@ -203,12 +250,27 @@ def main() -> int:
         print(f"  open legs with an active GTT: {run.legs_before} before, {run.legs_after} after")
         print(f"  decisions: a leg's stop raised {run.stops_raised:,} times; calls queued: {kinds}")
         print(f"  running those calls and their results, between ticks: {summary(run.settle_ns)}")
-        print(f"  the timer tick once per simulated second, between ticks: {summary(run.timer_ns)}")
         print(f"  errors the trader reported: {len(run.errors)} {run.errors[:3]}")
         print(f"  on-CPU share of the run {run.cpu_share:.0%} (the rest: mostly fsync waits)")
+    for run in runs:
+        print(
+            f"\n{run.name}: the trader's other work between ticks, ms (Trader.on_timer, "
+            "on_result, on_order_update; the broker's side of each call not included)\n"
+        )
+        print("\n".join(event_table(run.samples)))
+        print()
+        print("\n".join(where_table(run.samples)))
+    if runs:
+        print(
+            f"\n{runs[0].name}: the same during the set-up (0 → 150 legs: START, buys and their "
+            "fills, GTT placements), ms\n"
+        )
+        print("\n".join(event_table(runs[0].setup)))
     if profiled:
         print("\ncProfile of Trader.on_price, rules only (top 12 by own time):\n")
         print(profiled)
+        print("cProfile of the write-ahead steps (Desk.write), rules only, ms per write:\n")
+        print(profiled_writes)
     cpus = os.cpu_count()
     print(
         f"\nPython {sys.version.split()[0]}; price walk: {args.sigma_bps} bps a second, "

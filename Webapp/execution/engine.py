@@ -57,6 +57,25 @@ class _Stop:
 TICKS_READY = _TicksReady()
 STOP = _Stop()
 
+# A measurement hook (the benchmarks pass one; None in the product): called on the engine
+# thread as each piece of work starts, with its kind (see `event_kind`, plus "timer" and
+# "view") and the event (None for those two); the callable it returns is called when that
+# piece of work ends, errors included.
+EventTimer = Callable[[str, object], Callable[[], None]]
+
+
+def event_kind(event: object) -> str:
+    """What an engine event is, as the `EventTimer` hook is told."""
+    if event is TICKS_READY:
+        return "prices"
+    if isinstance(event, Done | Failed):
+        return "result"
+    if isinstance(event, OrderUpdate):
+        return "order_update"
+    if isinstance(event, Command):
+        return "command"
+    return type(event).__name__
+
 
 @dataclass(frozen=True)
 class EngineStatus:
@@ -94,6 +113,7 @@ class Engine:
         self._gateway: OrderGateway | None = None
         self._autostart = False
         self._price_time: Callable[[Quote], datetime | None] = lambda _q: None
+        self._event_timer: EventTimer | None = None
         self._last_timer = 0.0
         self._last_publish = 0.0
         self.max_queue_depth = 0
@@ -105,18 +125,20 @@ class Engine:
         *,
         autostart: bool = True,
         price_time: Callable[[Quote], datetime | None] | None = None,
+        event_timer: EventTimer | None = None,
     ) -> None:
         """Give the engine its trader and gateway (before `start`).
 
         `price_time(quote)` is the time a price counts as (a replay's market time); None
         means the trader's clock. With `autostart` the engine reconciles and starts trading
-        as "system" as soon as it starts.
+        as "system" as soon as it starts. `event_timer`: the benchmarks' measurement hook.
         """
         if self._thread is not None:
             raise RuntimeError("attach before start")
         self._trader, self._gateway, self._autostart = trader, gateway, autostart
         if price_time is not None:
             self._price_time = price_time
+        self._event_timer = event_timer
         self._view = empty_view(trader.broker.name)
 
     @property
@@ -199,7 +221,10 @@ class Engine:
                     depth = self._queue.qsize()
                     if depth > self.max_queue_depth:
                         self.max_queue_depth = depth
-                    self._guarded(self._handle, event)
+                    if self._event_timer is None:
+                        self._guarded(self._handle, event)
+                    else:
+                        self._timed(event_kind(event), event, self._handle)
                     self._events_handled += 1
                 if self._trader is not None:
                     self._trader_housekeeping()
@@ -223,6 +248,15 @@ class Engine:
             )
             if isinstance(event, Command) and event.wait(0) is None:
                 event.finish(False, f"failed: {type(exc).__name__}: {exc}")
+
+    def _timed(self, kind: str, event: object, fn: Callable[[object], None]) -> None:
+        """`_guarded(fn, event)` between the measurement hook's start and end."""
+        assert self._event_timer is not None
+        done = self._event_timer(kind, event)
+        try:
+            self._guarded(fn, event)
+        finally:
+            done()
 
     def _handle(self, event: object) -> None:
         trader = self._trader
@@ -253,12 +287,20 @@ class Engine:
         now = time.monotonic()
         if now - self._last_timer >= self.TIMER_S:
             self._last_timer = now
-            self._guarded(lambda _e: trader.on_timer(), None)
+            if self._event_timer is None:
+                self._guarded(lambda _e: trader.on_timer(), None)
+            else:
+                self._timed("timer", None, lambda _e: trader.on_timer())
         if trader.changed and now - self._last_publish >= self.PUBLISH_S:
             self._last_publish = now
             trader.changed = False
-            self._view = trader.build_view()
-            self._bus.publish(TRADING_TOPIC, self._view)
+            done = None if self._event_timer is None else self._event_timer("view", None)
+            try:
+                self._view = trader.build_view()
+                self._bus.publish(TRADING_TOPIC, self._view)
+            finally:
+                if done is not None:
+                    done()
 
     def _shutdown_trader(self) -> None:
         trader = self._trader
