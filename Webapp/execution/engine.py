@@ -267,8 +267,7 @@ class Engine:
             if changed:
                 self._bus.publish(PRICES_TOPIC, changed)
                 if trader is not None:
-                    for symbol, quote in changed.items():
-                        trader.on_price(symbol, quote.ltp, self._price_time(quote))
+                    trader.on_prices([(s, q.ltp, self._price_time(q)) for s, q in changed.items()])
         elif trader is not None and isinstance(event, Done | Failed):
             trader.on_result(event)
         elif trader is not None and isinstance(event, OrderUpdate):

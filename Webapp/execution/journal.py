@@ -132,7 +132,8 @@ class StoreJournal:
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
-        self._session: Session | None = None  # the open batch's
+        self._batching = False
+        self._session: Session | None = None  # the open batch's, from its first step on
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -140,20 +141,25 @@ class StoreJournal:
         it when the block raises). The engine holds the broker calls of the batch until
         then: each call still follows the write that announces it. A refused step raises
         IllegalTransition having written nothing (the storage modules check first), so the
-        batch goes on without it."""
-        if self._session is not None:
+        batch goes on without it. A batch that writes nothing opens no transaction."""
+        if self._batching:
             yield
             return
-        with self.sessions() as session, session.begin():
-            self._session = session
-            try:
-                yield
-            finally:
-                self._session = None
+        self._batching = True
+        try:
+            yield
+            if self._session is not None:
+                self._session.commit()
+        finally:
+            session, self._session, self._batching = self._session, None, False
+            if session is not None:
+                session.close()  # rolls back what was not committed
 
     def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One step: in the open batch, else in its own committed transaction."""
-        if self._session is not None:
+        if self._batching:
+            if self._session is None:
+                self._session = self.sessions()
             return fn(self._session, *args, **kwargs)
         with transaction(self.sessions) as session:
             return fn(session, *args, **kwargs)

@@ -178,12 +178,22 @@ class Trader(Desk):
 
     def on_price(self, symbol: str, ltp: float, at: datetime | None = None) -> None:
         """STRATEGY.md "Order of work on each price": broker side first, then the rules."""
-        at = at or self.now()
-        self.ltp[symbol] = ltp
-        # Step 1, the paper exchange, commits its own changes before our batch opens.
-        fired = self._exchange(symbol, ltp, at) if self._exchange is not None else []
+        self.on_prices([(symbol, ltp, at or self.now())])
+
+    def on_prices(self, prices: list[tuple[str, float, datetime | None]]) -> None:
+        """The new prices of one engine event (one per symbol): each symbol's exchange side
+        (step 1: the paper exchange commits its own changes) before its rules, and the
+        decisions of all of them committed together, in one batch."""
+        now = self.now()
+        steps = []
+        for symbol, ltp, at in prices:
+            at = at or now
+            self.ltp[symbol] = ltp
+            fired = self._exchange(symbol, ltp, at) if self._exchange is not None else []
+            steps.append((symbol, ltp, at, fired))
         with self.batch():
-            self._decide(symbol, ltp, at, fired)
+            for symbol, ltp, at, fired in steps:
+                self._decide(symbol, ltp, at, fired)
 
     def _decide(self, symbol: str, ltp: float, at: datetime, fired: list[Gtt]) -> None:
         # Step 1's results first: a leg its GTT sold on this price is not open for step 2.
