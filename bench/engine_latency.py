@@ -141,11 +141,12 @@ def profile(rig: LadderRig, ticks: int, seed: int, args) -> str:
 
 
 def profile_writes(rig: LadderRig, ticks: int, seed: int, args) -> str:
-    """cProfile of the trader's write-ahead steps alone (`Desk.write`: one transaction each,
-    a GTT modify's intent on a price, its confirmation on the result), per write."""
+    """cProfile of the trader's write-ahead steps alone (`Journal.write`: a GTT modify's
+    intent on a price, its confirmation on the result, each in its event's batch), per write."""
     walk = walk_for(rig, ticks, seed, args)
     profiler = cProfile.Profile()
-    trader, write = rig.trader, rig.trader.write
+    journal = rig.trader.journal
+    write = journal.write
     writes = Counter()
 
     def profiled_write(fn, *a, **kw):
@@ -156,7 +157,7 @@ def profile_writes(rig: LadderRig, ticks: int, seed: int, args) -> str:
         finally:
             profiler.disable()
 
-    trader.write = profiled_write
+    journal.write = profiled_write
     try:
         now = rig.clock.now()
         for index, (symbol, ltp) in enumerate(walk):
@@ -166,7 +167,7 @@ def profile_writes(rig: LadderRig, ticks: int, seed: int, args) -> str:
             rig.store.update(symbol, ltp, 0, now, now)
             rig.driver.price(symbol, ltp, now)
     finally:
-        del trader.write
+        del journal.write
     done = ", ".join(f"{name} {count:,}" for name, count in writes.most_common())
     return f"  writes: {done}\n" + profile_report(profiler, sum(writes.values()) or 1)
 
