@@ -99,7 +99,12 @@ class PaperBroker(Broker):
         # Symbols with no open order: the trigger inputs of their active GTTs (often none).
         # A price that fires none of them changes nothing, so on_price skips the database.
         # An order or GTT call forgets its symbol's entry (rebuilt lazily).
+        # A symbol's active GTTs' trigger inputs while it has no open order: a price that
+        # fires none of them needs no database at all. Once warmed (one pass over the
+        # account), a symbol that is neither watched nor `_stale` has nothing to do.
         self._watch: dict[str, list[tuple[GttType, tuple[float, ...], float]]] = {}
+        self._stale: set[str] = set()
+        self._warmed = False
         # One lock for every change: a price and an order never interleave, so a GTT
         # and a resting order are decided on the same state. The compare-and-set on the
         # GTT's state (store.move_gtt) makes a trigger once even across brokers.
@@ -137,7 +142,11 @@ class PaperBroker(Broker):
         with self._lock:
             at = at or self._clock()
             self._last_prices[symbol] = ltp
+            if not self._warmed:
+                self._warm_watch()
             watch = self._watch.get(symbol)
+            if watch is None and symbol not in self._stale:
+                return []  # no open order, no active GTT
             if watch is not None and all(book.fired_leg(*w, ltp) is None for w in watch):
                 return []
             with transaction(self._sessions) as session:
@@ -160,7 +169,25 @@ class PaperBroker(Broker):
                     self._watch[symbol] = [
                         _trigger_inputs(row) for row in store.active_gtts(session, acct_id, symbol)
                     ]
+                    self._stale.discard(symbol)
+                else:  # a resting order (a fired GTT's LIMIT): every price must look at it
+                    self._forget_watch(symbol)
                 return [store.to_gtt(session.get_one(PaperGtt, pk)) for pk in triggered]
+
+    def _warm_watch(self) -> None:
+        """Watch every symbol with active GTTs and no open order, in two queries."""
+        with self._sessions() as session:
+            busy = {row.symbol for row in store.open_orders(session, self._account_id)}
+            for row in store.active_gtts(session, self._account_id):
+                if row.symbol not in busy:
+                    self._watch.setdefault(row.symbol, []).append(_trigger_inputs(row))
+        self._stale = busy
+        self._warmed = True
+
+    def _forget_watch(self, symbol: str) -> None:
+        """Its orders or GTTs changed: the next price of `symbol` looks at the database."""
+        self._watch.pop(symbol, None)
+        self._stale.add(symbol)
 
     def check_timeouts(self, now: datetime | None = None) -> None:
         """Turn every exit LIMIT order open `exit_timeout_s` or longer into a MARKET order.
@@ -178,7 +205,7 @@ class PaperBroker(Broker):
         kite_gtt_rules.check_order(request)
         where = f"place_order {request.symbol}"
         with self._lock:
-            self._watch.pop(request.symbol, None)
+            self._forget_watch(request.symbol)
             now = self._clock()
             ltp = self._price(request.symbol)
             if request.order_type is OrderType.MARKET and ltp is None:
@@ -236,7 +263,7 @@ class PaperBroker(Broker):
             with transaction(self._sessions) as session:
                 acct = store.account(session, self._account_id)
                 row = self._open_order(session, order_id, where)
-                self._watch.pop(row.symbol, None)
+                self._forget_watch(row.symbol)
                 new_type = order_type or OrderType(row.order_type)
                 new_quantity = quantity or row.quantity
                 new_price = None if new_type is OrderType.MARKET else (price or row.price)
@@ -275,7 +302,7 @@ class PaperBroker(Broker):
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._open_order(session, order_id, f"cancel_order {order_id}")
-                self._watch.pop(row.symbol, None)
+                self._forget_watch(row.symbol)
                 row.state = OrderState.CANCELLED.value
                 row.status_message = "cancelled by the user"
                 update = store.record(session, row, now)
@@ -338,7 +365,7 @@ class PaperBroker(Broker):
 
     def place_gtt(self, request: GttRequest) -> int:
         with self._lock:
-            self._watch.pop(request.symbol, None)
+            self._forget_watch(request.symbol)
             now = self._clock()
             with transaction(self._sessions) as session:
                 acct = store.account(session, acct_id := self._account_id)
@@ -376,7 +403,7 @@ class PaperBroker(Broker):
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._gtt(session, gtt_id, where)
-                self._watch.pop(row.symbol, None)
+                self._forget_watch(row.symbol)
                 if row.state != GttState.ACTIVE.value:
                     raise InputRejected(
                         f"{where}: the GTT is {row.state}; only an active one changes"
@@ -404,7 +431,7 @@ class PaperBroker(Broker):
             now = self._clock()
             with transaction(self._sessions) as session:
                 row = self._gtt(session, gtt_id, f"delete_gtt {gtt_id}")
-                self._watch.pop(row.symbol, None)
+                self._forget_watch(row.symbol)
                 if row.state == GttState.ACTIVE.value and store.move_gtt(
                     session, row.id, from_state=GttState.ACTIVE, to_state=GttState.DELETED, at=now
                 ):

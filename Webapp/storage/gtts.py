@@ -123,7 +123,10 @@ def gtt_modify_intent(
     """Write the new prices (ACTIVE → MODIFYING) before modify_gtt; the old ones still hold."""
     gtt = get_gtt(session, gtt_row_id)
     _check_prices(gtt.gtt_type, triggers, limit_prices)
-    require(gtt.trade.status, {LegState.OPEN}, f"leg {gtt.trade_id}: modify GTT")
+    # The leg's status alone: loading the leg would load its orders and GTTs too, on the
+    # engine thread, for every trailing step.
+    status = session.scalar(select(Trade.status).where(Trade.trade_id == gtt.trade_id))
+    require(status, {LegState.OPEN}, f"leg {gtt.trade_id}: modify GTT")
     gtt.state = gtt_to(gtt, GttIntentState.MODIFYING)
     gtt.pending_triggers = list(triggers)
     gtt.pending_limit_prices = list(limit_prices)

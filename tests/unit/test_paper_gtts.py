@@ -80,6 +80,14 @@ SCENARIOS = [
         history=("open", "filled"),
     ),
     GttScenario(
+        "a gap below the limit that recovers above the trigger fills the LIMIT",
+        STOP,
+        ((1, 960.0), (10, 980.0)),
+        leg=0,
+        sold=("LIMIT", 979.50),  # max(970.10, 980 × 0.9995 = 979.51 → 979.50)
+        history=("open", "filled"),
+    ),
+    GttScenario(
         "just before the timeout a gapped sell still rests",
         STOP,
         ((1, 960.0), (30.9, 965.0)),
