@@ -15,6 +15,7 @@ stop still works.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import queue
 import sys
@@ -110,6 +111,7 @@ class Engine:
     # The loop wakes at least this often, so a live thread always has a fresh beat.
     BEAT_S = 1.0
     TIMER_S = 1.0  # the trader's timer tick
+    PRICES_PER_EVENT = 20  # one event hands the trader at most this many symbols' prices
     PUBLISH_S = 0.25  # the trading view goes out at most 4 times a second
 
     def __init__(self, store: LTPStore, bus: EventBus) -> None:
@@ -118,6 +120,7 @@ class Engine:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         # Set while a TICKS_READY is queued: a burst of ticks costs one event.
         self._ticks_pending = threading.Event()
+        self._unseen: dict[str, Quote] = {}  # changed prices not yet handed to the trader
         self._seen_version = 0
         self._thread: threading.Thread | None = None
         self._unsubscribe = None
@@ -276,6 +279,20 @@ class Engine:
         finally:
             done()
 
+    def _hand_over_prices(self, trader: Trader) -> None:
+        """At most PRICES_PER_EVENT symbols' latest prices to the trader; the rest go back
+        to the end of the queue, so a result or a command waits behind a few prices, not
+        behind a whole market's."""
+        symbols = list(itertools.islice(self._unseen, self.PRICES_PER_EVENT))
+        prices = []
+        for symbol in symbols:
+            quote = self._unseen.pop(symbol)
+            prices.append((symbol, quote.ltp, self._price_time(quote)))
+        trader.on_prices(prices)
+        if self._unseen and not self._ticks_pending.is_set():
+            self._ticks_pending.set()
+            self._queue.put(TICKS_READY)
+
     def _handle(self, event: object) -> None:
         trader = self._trader
         if event is TICKS_READY:
@@ -285,7 +302,9 @@ class Engine:
             if changed:
                 self._bus.publish(PRICES_TOPIC, changed)
                 if trader is not None:
-                    trader.on_prices([(s, q.ltp, self._price_time(q)) for s, q in changed.items()])
+                    self._unseen.update(changed)  # a newer quote replaces one still waiting
+            if trader is not None and self._unseen:
+                self._hand_over_prices(trader)
         elif trader is not None and isinstance(event, Done | Failed):
             trader.on_result(event)
         elif trader is not None and isinstance(event, OrderUpdate):

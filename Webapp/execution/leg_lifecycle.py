@@ -55,13 +55,14 @@ from Webapp.execution.leg_events import (
 from Webapp.execution.leg_stages import (
     FINAL,
     LISTING_SETTLES,
+    TIMED,
     LegWork,
     Stage,
     Step,
     ignore,
 )
 
-__all__ = ["FINAL", "LISTING_SETTLES", "LegWork", "Stage", "Step", "transition"]
+__all__ = ["FINAL", "LISTING_SETTLES", "TIMED", "LegWork", "Stage", "Step", "transition"]
 
 
 # --- the transition function ---------------------------------------------------------------

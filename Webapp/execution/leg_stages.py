@@ -83,6 +83,9 @@ LISTING_SETTLES = frozenset(
         Stage.GTT_SELLING,
     }
 )
+# The only stages the timer can move (an exit order's timeout, a sell's retry, learning a
+# fired GTT's order): the engine ticks just these legs. The lifecycle table tests it.
+TIMED = frozenset({Stage.SELLING, Stage.SELL_RETRY, Stage.GTT_SELLING})
 CHECKING = frozenset(
     {Stage.PLACE_CHECK, Stage.PLACE_CHECK_EXIT, Stage.MODIFY_CHECK, Stage.DELETE_CHECK}
 )

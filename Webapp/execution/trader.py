@@ -44,6 +44,7 @@ from Webapp.execution.desk import Desk, LadderSlot, LegKey, Route, Submit, Trade
 from Webapp.execution.leg_effects import LegEffects
 from Webapp.execution.leg_lifecycle import (
     LISTING_SETTLES,
+    TIMED,
     LegWork,
     Stage,
     transition,
@@ -256,9 +257,14 @@ class Trader(Desk):
         self._roll_day(now)
         if self.trading:
             tick = ev.Tick(now, timedelta(seconds=self.params.exit_timeout_s))
-            for ls in list(self.ladders.values()):
-                for position in sorted(ls.work):
-                    self.handle((ls.symbol, position), tick)
+            timed = [
+                (ls.symbol, position)
+                for ls in self.ladders.values()
+                for position, work in sorted(ls.work.items())
+                if work.stage in TIMED
+            ]
+            for key in timed:
+                self.handle(key, tick)
             if self.state is not TradingState.EMERGENCY:
                 for ls in list(self.ladders.values()):
                     ltp = self.ltp.get(ls.symbol)

@@ -25,7 +25,7 @@ from Webapp.broker.base import (
     Side,
 )
 from Webapp.execution import leg_events as ev
-from Webapp.execution.leg_lifecycle import LegWork, Stage, transition
+from Webapp.execution.leg_lifecycle import TIMED, LegWork, Stage, transition
 from Webapp.states import ExitReason, OrderIntentState
 from Webapp.strategy.actions import ModifyGtt, PlaceGtt
 
@@ -469,3 +469,10 @@ def test_a_limit_sell_held_back_while_trading_is_stopped_is_sent_as_decided():
     held, _ = run(WORK[S.SELLING], ev.SellNotSent("trading is stopped", T1))
     _, intents = run(held, ev.Tick(T1, timedelta(seconds=30)))
     assert intents == [ev.SellCall(market=False, urgent=False)]
+
+
+def test_the_timer_moves_only_the_timed_stages():
+    """The engine ticks only TIMED legs: in every other stage a tick must change nothing."""
+    for stage in S:
+        step = transition(WORK[stage], EVENTS["Tick"])
+        assert (stage in TIMED) == (not step.ignored), stage
