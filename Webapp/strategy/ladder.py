@@ -210,28 +210,32 @@ def on_price(
     actions: list[Action] = []
 
     stops: dict[int, float] = {}
+    exiting: list[int] = []
+    # Live: the exchange fires a GTT before its order update reaches us, so a leg whose
+    # trigger this price reached is already being sold: no leg is added on that price.
+    firing = False
     for leg in ladder.legs:
         if not leg.bought:
             continue
-        stop = leg.stop
+        n, stop = leg.position_number, leg.stop
         if ltp > leg.high:
-            stop = max(leg.stop, stop_below(ltp, leg.sl_pct))
-            actions.append(RaiseStop(symbol, leg.position_number, ltp, stop))
-        stops[leg.position_number] = stop
-
-    exiting = {n for n, stop in stops.items() if ltp <= stop * (1 + _REL_EPS)}
-    actions.extend(Exit(symbol, n, ltp) for n in sorted(exiting))
-    # Live: the exchange fires a GTT before its order update reaches us, so a leg whose
-    # trigger this price reached is already being sold: no leg is added on that price.
-    firing = {g.position_number for g in ladder.legs if g.bought and gtt_reached(g, ltp)}
+            stop = max(stop, stop_below(ltp, leg.sl_pct))
+            actions.append(RaiseStop(symbol, n, ltp, stop))
+        if ltp <= stop * (1 + _REL_EPS):
+            exiting.append(n)
+        elif gtt_reached(leg, ltp):
+            firing = True
+        else:
+            stops[n] = stop  # may still have its GTT moved (step 5)
+    actions.extend(Exit(symbol, n, ltp) for n in exiting)
 
     if not exiting and not firing and not ladder.is_stopped_out:
         actions.extend(_add(ladder, ltp, params, book))
 
     for leg in ladder.legs:
-        n = leg.position_number
-        if n in stops and n not in exiting and n not in firing:
-            modify = _modify_due(ladder.symbol, leg, stops[n], ltp, now, params)
+        stop = stops.get(leg.position_number)
+        if stop is not None:
+            modify = _modify_due(symbol, leg, stop, ltp, now, params)
             if modify is not None:
                 actions.append(modify)
     return actions
@@ -239,7 +243,8 @@ def on_price(
 
 def _add(ladder: Ladder, ltp: float, params: Params, book: Book | BookSource) -> list[Action]:
     """Step 4: P2 if P1 is bought and LTP reached its trigger, else P3 likewise; one at most."""
-    p1, p2, p3 = ladder.leg(1), ladder.leg(2), ladder.leg(3)
+    by_position = {g.position_number: g for g in ladder.legs}
+    p1, p2, p3 = by_position.get(1), by_position.get(2), by_position.get(3)
     if p1 is None or not p1.bought:
         return []
     if p2 is None:
