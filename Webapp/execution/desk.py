@@ -179,7 +179,8 @@ class Desk:
         self.by_gtt_id: dict[int, LegKey] = {}
         self.recent_orders: dict[str, Order] = {}  # updates of orders not (yet) known as ours
         self.waiting: dict[str, Route] = {}
-        self.dirty: set[LegKey] = set()  # stops raised in memory, not yet written
+        # Stops raised in memory, not yet written, oldest first (a dict as an ordered set).
+        self.dirty: dict[LegKey, None] = {}
         self.listing_in_flight = False
         self.retry_listing_at: datetime | None = None
         self.starting: list[Command] = []  # START commands answered once reconciled

@@ -106,7 +106,7 @@ class LegEffects:
             case ev.RecordGttModified(row_id, modify, at):
                 journal.gtt_modified(row_id, at)
                 ls.set_leg(gtt_placed(ls.leg(position), modify, at))
-                desk.dirty.add((work.symbol, position))
+                desk.dirty[(work.symbol, position)] = None
             case ev.RecordGttModifyFailed(row_id, message):
                 journal.gtt_modify_failed(row_id, message, desk.now())
             case ev.RecordGttVanished(row_id, message):

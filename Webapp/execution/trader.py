@@ -16,6 +16,7 @@ the published view.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Callable
@@ -77,6 +78,9 @@ log = logging.getLogger(__name__)
 # Raised stops are written at most this often (the GTT at the broker is the protection;
 # after a crash the stop restarts from max(saved stop, GTT trigger)).
 STOP_FLUSH_EVERY = timedelta(seconds=1)
+# A flush writes at most this many legs, so that a busy second does not stall the engine
+# thread (the rest wait a second more: the GTT at the broker is what protects a leg).
+STOPS_PER_FLUSH = 32
 OUR_TAG = re.compile(r"^[EX][0-9a-f]{16}$")  # new_tag("E") buys, new_tag("X") sells
 TRAILING = (TradingState.RUNNING, TradingState.PAUSED)
 
@@ -213,7 +217,7 @@ class Trader(Desk):
         for action in actions:
             if isinstance(action, RaiseStop):
                 ls.set_leg(stop_raised(ls.leg(action.leg), action))
-                self.dirty.add((symbol, action.leg))
+                self.dirty.setdefault((symbol, action.leg))
             elif isinstance(action, Exit):
                 self.handle((symbol, action.leg), ev.ExitDecided(action.reason))
             elif isinstance(action, Buy):
@@ -284,12 +288,15 @@ class Trader(Desk):
             self.flush_stops()
 
     def flush_stops(self) -> None:
-        """Write the stops and highs raised since the last flush, in one transaction."""
+        """Write the stops and highs raised since the last flush, oldest first, at most
+        STOPS_PER_FLUSH legs a second (the rest the next second), in one statement."""
         if not self.dirty:
             return
-        dirty, self.dirty = self.dirty, set()
+        dirty = list(itertools.islice(self.dirty, STOPS_PER_FLUSH))
+        for key in dirty:
+            del self.dirty[key]
         stops = []
-        for symbol, position in sorted(dirty):
+        for symbol, position in dirty:
             ls = self.ladders.get(symbol)
             work = None if ls is None else ls.work.get(position)
             if ls is None or work is None:
