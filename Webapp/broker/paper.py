@@ -102,7 +102,7 @@ class PaperBroker(Broker):
         # A symbol's active GTTs' trigger inputs while it has no open order: a price that
         # fires none of them needs no database at all. Once warmed (one pass over the
         # account), a symbol that is neither watched nor `_stale` has nothing to do.
-        self._watch: dict[str, list[tuple[GttType, tuple[float, ...], float]]] = {}
+        self._watch: dict[str, tuple[float, float]] = {}  # its GTTs' quiet range
         self._stale: set[str] = set()
         self._warmed = False
         # One lock for every change: a price and an order never interleave, so a GTT
@@ -147,8 +147,8 @@ class PaperBroker(Broker):
             watch = self._watch.get(symbol)
             if watch is None and symbol not in self._stale:
                 return []  # no open order, no active GTT
-            if watch is not None and all(book.fired_leg(*w, ltp) is None for w in watch):
-                return []
+            if watch is not None and watch[0] < ltp < watch[1]:
+                return []  # fires none of the symbol's GTTs
             with transaction(self._sessions) as session:
                 acct = store.account(session, self._account_id)
                 updates = []
@@ -166,9 +166,9 @@ class PaperBroker(Broker):
             with self._sessions() as session:
                 acct_id = self._account_id
                 if not store.open_orders(session, acct_id, symbol):
-                    self._watch[symbol] = [
+                    self._watch[symbol] = book.quiet_range(
                         _trigger_inputs(row) for row in store.active_gtts(session, acct_id, symbol)
-                    ]
+                    )
                     self._stale.discard(symbol)
                 else:  # a resting order (a fired GTT's LIMIT): every price must look at it
                     self._forget_watch(symbol)
@@ -176,11 +176,13 @@ class PaperBroker(Broker):
 
     def _warm_watch(self) -> None:
         """Watch every symbol with active GTTs and no open order, in two queries."""
+        watched: dict[str, list[tuple[GttType, tuple[float, ...], float]]] = {}
         with self._sessions() as session:
             busy = {row.symbol for row in store.open_orders(session, self._account_id)}
             for row in store.active_gtts(session, self._account_id):
                 if row.symbol not in busy:
-                    self._watch.setdefault(row.symbol, []).append(_trigger_inputs(row))
+                    watched.setdefault(row.symbol, []).append(_trigger_inputs(row))
+        self._watch = {symbol: book.quiet_range(gtts) for symbol, gtts in watched.items()}
         self._stale = busy
         self._warmed = True
 

@@ -7,6 +7,9 @@ at the broker"), so scenario tests can check it line by line.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 from Webapp.broker import kite_gtt_rules
 from Webapp.broker.base import (
     GttRequest,
@@ -85,6 +88,22 @@ def fired_leg(
     if trigger < last_price:
         return STOP_LEG if ltp <= trigger else None
     return STOP_LEG if ltp >= trigger else None
+
+
+def quiet_range(
+    gtts: Iterable[tuple[GttType, tuple[float, ...], float]],
+) -> tuple[float, float]:
+    """The prices (low, high), both excluded, at which none of `gtts` fires (see fired_leg):
+    a price strictly between them needs no look at the GTTs one by one."""
+    low, high = -math.inf, math.inf
+    for gtt_type, triggers, last_price in gtts:
+        if gtt_type is GttType.TWO_LEG:
+            low, high = max(low, triggers[0]), min(high, triggers[1])
+        elif triggers[0] < last_price:
+            low = max(low, triggers[0])
+        else:
+            high = min(high, triggers[0])
+    return low, high
 
 
 def check_gtt_request(

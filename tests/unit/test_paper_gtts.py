@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.unit.paper_support import (
     SYMBOL,
@@ -17,6 +19,7 @@ from tests.unit.paper_support import (
     shares,
     single_gtt,
 )
+from Webapp.broker import paper_book as book
 from Webapp.broker.base import (
     GttRequest,
     GttState,
@@ -310,3 +313,21 @@ def test_a_gtt_whose_shares_were_sold_meanwhile_is_rejected_not_oversold():
     assert "insufficient holdings" in result.rejection_reason
     assert broker.order_history(result.order_id)[-1].state is OrderState.REJECTED
     assert shares(broker) == 0
+
+
+TRIGGER = st.integers(min_value=1, max_value=4000).map(lambda ticks: ticks * 0.5)
+A_GTT = st.one_of(
+    st.tuples(TRIGGER, TRIGGER).map(
+        lambda t: (GttType.TWO_LEG, (min(t), max(t) + 0.5), (min(t) + max(t)) / 2)
+    ),
+    st.tuples(TRIGGER, TRIGGER).map(lambda t: (GttType.SINGLE, (t[0],), t[1])),
+)
+
+
+@given(gtts=st.lists(A_GTT, max_size=4), ltp=TRIGGER)
+def test_a_price_inside_the_quiet_range_fires_none_of_the_gtts_and_outside_it_one(gtts, ltp):
+    """The paper exchange skips a price inside the quiet range: exactly the prices that
+    fire none of the symbol's GTTs one by one."""
+    low, high = book.quiet_range(gtts)
+    fires_none = all(book.fired_leg(*gtt, ltp) is None for gtt in gtts)
+    assert (low < ltp < high) == fires_none
