@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -27,9 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from Webapp.broker.base import (
     Broker,
     Gtt,
-    Order,
     OrderRequest,
-    OrderState,
     OrderType,
     OrderUpdate,
     Side,
@@ -38,30 +35,29 @@ from Webapp.broker.base import (
 from Webapp.config.params import Params
 from Webapp.execution import gateway as gw
 from Webapp.execution import leg_events as ev
+from Webapp.execution.broker_answers import BrokerAnswers
 from Webapp.execution.clock import Clock
 from Webapp.execution.commands import Command
 from Webapp.execution.controls import Controls, ParamsLoader, build_view
 from Webapp.execution.desk import Desk, LadderSlot, LegKey, Route, Submit, TraderConfig, batched
 from Webapp.execution.leg_effects import LegEffects
 from Webapp.execution.leg_lifecycle import (
-    LISTING_SETTLES,
     TIMED,
     LegWork,
     Stage,
     transition,
 )
-from Webapp.execution.reconciliation import Reconciliation, matching_gtt
+from Webapp.execution.reconciliation import Reconciliation
 from Webapp.execution.signal_inputs import SignalCandles, snapshots
 from Webapp.execution.trading_view import SignalView, TradingState, TradingView
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.ltp_store import LTPStore
-from Webapp.states import ExitReason, IllegalTransition, LegState, OrderIntentState
+from Webapp.states import ExitReason, IllegalTransition, LegState
 from Webapp.storage.trading_models import Trade
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, RaiseStop, Skip
 from Webapp.strategy.ladder import (
     Ladder,
     Leg,
-    on_fill,
     on_price,
     placeable,
     protection,
@@ -81,7 +77,6 @@ STOP_FLUSH_EVERY = timedelta(seconds=1)
 # A flush writes at most this many legs, so that a busy second does not stall the engine
 # thread (the rest wait a second more: the GTT at the broker is what protects a leg).
 STOPS_PER_FLUSH = 32
-OUR_TAG = re.compile(r"^[EX][0-9a-f]{16}$")  # new_tag("E") buys, new_tag("X") sells
 TRAILING = (TradingState.RUNNING, TradingState.PAUSED)
 
 
@@ -117,7 +112,10 @@ class Trader(Desk):
         # Paper and backtest only: the exchange side (step 1) runs before the rules see a price.
         self._exchange = exchange
         self.effects = LegEffects(self)
-        self.reconciliation = Reconciliation(self, self.handle, self.order_seen, self.leg_intent)
+        self.answers = BrokerAnswers(self, self.handle, self.effects, self._reconcile_answer)
+        self.reconciliation = Reconciliation(
+            self, self.handle, self.answers.order_seen, self.leg_intent
+        )
         self.controls = Controls(self, self.reconciliation, self.handle, params_loader)
         self._next_scan: datetime | None = None
         self._last_flush: datetime | None = None
@@ -419,145 +417,11 @@ class Trader(Desk):
     @batched
     def on_result(self, result: gw.Result) -> None:
         """A broker call came back: its answer becomes an event of the leg it was for."""
-        route = self.waiting.pop(result.request.intent_id, None)
-        if route is None:
-            log.warning("result for an unknown intent %s ignored", result.request.intent_id)
-            return
-        self.changed = True
-        at = result.at or self.now()
-        if route.kind == "reconcile":
-            self._reconcile_answer(route, result)
-        elif route.kind == "list_gtts":
-            self.listing_in_flight = False
-            if isinstance(result, gw.Done):
-                self._listed(result.value, at)
-            else:
-                self.error(f"GTT listing failed: {result.error.message}")
-        elif route.kind == "find_order":
-            self._found(route, result, at)
-        elif route.kind in ("buy", "sell") and isinstance(result, gw.Done):
-            self.order_seen(result.value, at)
-        else:
-            event = self._answer_event(route, result, at)
-            if event is not None:
-                self.handle(route.key, event)
-
-    def _answer_event(self, route: Route, result: gw.Result, at: datetime) -> ev.Event | None:
-        """The leg's event for a broker call's answer (buy and sell successes aside)."""
-        kind, done = route.kind, isinstance(result, gw.Done)
-        if done:
-            value = result.value
-            return {
-                "place_gtt": lambda: ev.GttPlaced(int(value), at),
-                "modify_gtt": lambda: ev.GttModified(at),
-                "delete_gtt": lambda: ev.GttDeleteAnswered(value, at),
-                "fetch_gtt": lambda: ev.GttSeen(value, at),
-                "to_market": lambda: ev.ToMarketAnswered(True),
-                "cancel_buy": lambda: None,
-            }[kind]()
-        assert isinstance(result, gw.Failed)
-        message, ambiguous = result.error.message, result.ambiguous
-        if kind == "buy":
-            if ambiguous:
-                return ev.BuyReplyLost(message)
-            self.error(f"{route.symbol} P{route.position} buy refused: {message}")
-            return ev.BuyEnded(OrderIntentState.REJECTED, message)
-        if kind == "sell":
-            return ev.SellReplyLost(message) if ambiguous else ev.SellRefused(message, at)
-        if kind == "place_gtt":
-            return ev.GttReplyLost(message) if ambiguous else ev.GttRefused(message, at)
-        if kind in ("modify_gtt", "delete_gtt"):
-            return ev.GttCallFailed(message)
-        if kind == "fetch_gtt":
-            self.retry_listing_at = self.now() + timedelta(seconds=5)
-            return ev.GttLookupFailed(message)
-        if kind == "to_market":
-            return ev.ToMarketAnswered(False, message)
-        self.error(f"{route.symbol} P{route.position}: cancel of the buy failed: {message}")
-        return None
-
-    def _found(self, route: Route, result: gw.Result, at: datetime) -> None:
-        """After a lost reply: the order carrying the tag, or (after 3 looks) it never arrived."""
-        tag = route.tag
-        if isinstance(result, gw.Failed):
-            self.error(f"order {tag} lookup failed: {result.error.message}; reconcile on restart")
-            return
-        if result.value is not None:
-            self.order_seen(result.value, at)
-            return
-        work = self.work(route.key)
-        if work is None or tag is None:
-            return
-        if route.attempt < 3:
-            self.effects.find_order(tag, route.attempt + 1, work)
-        elif tag == work.entry_tag:
-            lost = "not found at the broker after a lost reply"
-            self.handle(route.key, ev.BuyEnded(OrderIntentState.CANCELLED, lost))
-        elif tag == work.exit_tag:
-            self.handle(route.key, ev.SellNotFound(at))
+        self.answers.result(result)
 
     @batched
     def on_order_update(self, update: OrderUpdate) -> None:
-        self.order_seen(update.order, update.received_at or self.now())
-
-    def order_seen(self, order: Order, at: datetime) -> None:
-        """Any news of an order (a placement's reply, an update, a lookup): the leg's event."""
-        key = self.by_tag.get(order.tag or "") or self.by_order_id.get(order.order_id)
-        work = None if key is None else self.work(key)
-        if key is None or work is None:
-            if order.tag and OUR_TAG.match(order.tag):
-                return  # one of ours already settled (a reply arriving after its fill)
-            self.remember_order(order)
-            if order.side is Side.SELL and order.symbol in self.ladders:
-                self.effects.list_gtts()  # perhaps one of our GTTs fired: find out which
-            return
-        if order.tag and order.tag == work.entry_tag:
-            self._entry_news(key, work, order, at)
-        elif order.tag and order.tag == work.exit_tag:
-            self.handle(key, ev.SellOrderSeen(order, at))
-        elif order.order_id == work.exit_order_id:
-            self.handle(key, ev.GttOrderSeen(order, at))
-
-    def _entry_news(self, key: LegKey, work: LegWork, order: Order, at: datetime) -> None:
-        if work.stage is not Stage.ENTERING:
-            return  # already settled (a late duplicate update)
-        self.handle(key, ev.BuyAcked(order.order_id, at))
-        if order.state is OrderState.FILLED or (order.state.is_final and order.filled_quantity > 0):
-            self._bought(key, order.filled_quantity, order.average_price, at, order.order_id)
-        elif order.state in (OrderState.CANCELLED, OrderState.REJECTED):
-            message = order.status_message or order.state.value
-            self.handle(key, ev.BuyEnded(OrderIntentState(order.state.value), message))
-
-    def _bought(self, key: LegKey, qty: int, price: float, at: datetime, order_id: str) -> None:
-        """The buy filled: protect the leg at once (or sell it in an emergency)."""
-        symbol, position = key
-        ltp = self.ltp.get(symbol, price)
-        leg, gtt = on_fill(symbol, position, qty, price, at, self.params, last_price=ltp)
-        emergency = self.state is TradingState.EMERGENCY
-        protect = gtt if not emergency and placeable(gtt, ltp) else None
-        self.handle(key, ev.BuyFilled(qty, price, at, order_id, protect))
-        if emergency:
-            self.handle(key, ev.ExitDecided(ExitReason.EMERGENCY))
-        elif protect is None and leg.target is not None and ltp >= leg.target:
-            self.handle(key, ev.ExitDecided(ExitReason.TARGET))
-
-    def _listed(self, gtts: list[Gtt], at: datetime) -> None:
-        """The broker's GTTs: settle every leg a listing may settle (no call of ours in flight)."""
-        by_id = {g.gtt_id: g for g in gtts}
-        for ls in list(self.ladders.values()):
-            for position in sorted(ls.work):
-                key = (ls.symbol, position)
-                work = self.work(key)
-                if work is None or work.stage not in LISTING_SETTLES:
-                    continue
-                if work.stage in (Stage.PLACE_CHECK, Stage.PLACE_CHECK_EXIT):
-                    assert work.terms is not None
-                    found = matching_gtt(
-                        gtts, ls.symbol, work.terms.qty, work.terms.triggers, set(self.by_gtt_id)
-                    )
-                    self.handle(key, ev.GttSeen(found, at))
-                elif work.gtt_id is not None:
-                    self.handle(key, ev.GttSeen(by_id.get(work.gtt_id), at))
+        self.answers.order_seen(update.order, update.received_at or self.now())
 
     # --- start-up, commands and the view --------------------------------------------------
 
