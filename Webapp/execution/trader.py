@@ -9,9 +9,10 @@ gateway via `submit`. A call's answer comes back as another event of the same le
 never calls the broker itself, never sleeps and never reads the wall clock: the same
 class runs live, paper and backtests (where `submit` executes inline).
 
-Parts: desk.py holds the state, leg_effects.py carries out intents, reconciliation.py
-settles the desk against the broker on start, controls.py handles commands and builds
-the published view.
+Parts: desk.py holds the state (and batches each event's writes into one commit),
+leg_effects.py carries out intents, broker_answers.py turns answers into leg events,
+reconciliation.py settles the desk against the broker on start, controls.py handles
+commands and builds the published view.
 """
 
 from __future__ import annotations
