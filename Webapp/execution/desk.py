@@ -243,11 +243,22 @@ class Desk:
         state: str,
         purpose: str,
         message: str | None = None,
+        at: datetime | None = None,
     ) -> None:
+        """One line of the published orders list (`at`: the broker's time, else now)."""
         self.orders_log.appendleft(
             OrderView(
-                tag, symbol, side.value, order_type, qty, price, state, purpose, self.now(), message
-            )
+                tag,
+                symbol,
+                side.value,
+                order_type,
+                qty,
+                price,
+                state,
+                purpose,
+                at or self.now(),
+                message,
+            )  # fmt: skip
         )
         self.changed = True
 

@@ -251,4 +251,6 @@ class LegEffects:
         if fill.tag is not None and leg.exit_reason is ExitReason.EMERGENCY:
             purpose = "emergency"
         order_type = "MARKET" if fill.market else "LIMIT"
-        desk.note_order(ls.symbol, fill.tag, Side.SELL, order_type, qty, price, "filled", purpose)
+        desk.note_order(
+            ls.symbol, fill.tag, Side.SELL, order_type, qty, price, "filled", purpose, at=fill.at
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from Webapp.broker.base import GttState, OrderState
+from Webapp.broker.base import GttState, Order, OrderState
 from Webapp.execution.leg_events import (
     CancelBuyCall,
     DeleteGttCall,
@@ -153,7 +153,7 @@ def sell_order_seen(work: LegWork, event: SellOrderSeen) -> Step:
                 RecordExitFill(
                     order.average_price,
                     order.filled_quantity,
-                    at,
+                    filled_at(order, at),
                     work.exit_tag,
                     order.order_id,
                     market=work.stage is Stage.SELLING_MARKET,
@@ -242,7 +242,7 @@ def gtt_order_seen(work: LegWork, event: GttOrderSeen) -> Step:
                 RecordExitFill(
                     order.average_price,
                     order.filled_quantity,
-                    at,
+                    filled_at(order, at),
                     None,
                     order.order_id,
                     market=work.stage is Stage.GTT_SELLING_MARKET,
@@ -308,3 +308,9 @@ def tick(work: LegWork, event: Tick) -> Step:
             [SellCall(market, work.urgent)],
         )
     return ignore(work)
+
+
+def filled_at(order: Order, heard_at: datetime) -> datetime:
+    """When the broker filled the order (its own time), else when we heard of it: a leg
+    sold while the app was down closes at the fill, not at the restart."""
+    return order.updated_at or heard_at

@@ -89,3 +89,22 @@ def test_a_gtt_whose_sell_was_refused_while_the_app_was_down_is_sold_on_start(tm
     assert any("lower circuit limit" in e.message for e in rig.trader.errors)
     rig.wait(30)
     assert len(sells(rig)) == 1
+
+
+def test_a_leg_sold_by_its_gtt_while_the_app_was_down_closes_at_the_brokers_fill_time(tmp_path):
+    first = make_rig(tmp_path / "app.db", NO_ADDS, start=START)
+    first.start()
+    opened(first)  # GTT [975.45, 1050.55]
+    sold_at = START + timedelta(minutes=5)
+    first.broker.on_price("INFY", 975.0, sold_at)  # the app is down: the GTT sells at 974.50
+    rig = make_rig(tmp_path / "app.db", NO_ADDS, start=START + timedelta(minutes=10))
+    rig.start()
+    (row,) = rig.rows("INFY")
+    assert (row.status, row.exit_reason, row.exit_price) == (
+        LegState.CLOSED,
+        ExitReason.STOP_GTT,
+        974.5,
+    )
+    assert row.exit_time == sold_at  # the broker's fill, not the restart
+    (order,) = [o for o in rig.trader.orders_log if o.side == "SELL"]
+    assert order.at == sold_at
