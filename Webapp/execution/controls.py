@@ -202,6 +202,7 @@ def build_view(desk: Desk) -> TradingView:
         orders=tuple(desk.orders_log),
         errors=tuple(desk.errors),
         updated_at=now,
+        reconciled=desk.reconciled,
     )
 
 

@@ -184,6 +184,10 @@ class Desk:
         self.listing_in_flight = False
         self.retry_listing_at: datetime | None = None
         self.starting: list[Command] = []  # START commands answered once reconciled
+        # What reconciliation did, leg by leg (the last word on each leg): gathered while
+        # RECONCILING, then published.
+        self.reconcile_notes: dict[LegKey, str] = {}
+        self.reconciled: tuple[str, ...] = ()
         self._intents = itertools.count(1)
         self._held: list[tuple[gw.GatewayRequest, bool]] | None = None  # an open batch's calls
         self._after: list[Callable[[], None]] = []  # and what waits for its commit

@@ -138,6 +138,7 @@ class Reconciliation:
         desk.state, desk.detail = TradingState.RECONCILING, "reconciling with the broker"
         desk.changed = True
         self.load_from_db()
+        desk.reconcile_notes = {}
         self._parts = {}
         requests = {
             "orders": gw.ReconcileOrders,
@@ -328,10 +329,12 @@ class Reconciliation:
                 target=leg.target,
                 order_id=order.order_id,
             )
-            desk.error(
+            message = (
                 f"{order.symbol}: filled buy {order.order_id} had no leg; recorded as "
                 f"P{position} and protecting it"
             )
+            desk.error(message)
+            desk.reconcile_notes[(order.symbol, position)] = message
             self.load_from_db()
 
 
@@ -496,3 +499,33 @@ def ladder_slot_from_row(row: LadderRow) -> LadderSlot | None:
             t.symbol, t.position_number, t.trade_id, stage=Stage.CLOSED
         )
     return slot
+
+
+# --- what reconciliation did, in a trader's words -------------------------------------------
+
+_NOTES = {
+    Stage.CANCELLED: "its buy never filled at the broker: the leg is cancelled",
+    Stage.UNPROTECTED: "its GTT is not at the broker: a new one is placed on the next price",
+    Stage.GTT_SELLING: "its GTT fired while the app was away: waiting for the GTT's own sell",
+    Stage.SELL_RETRY: "its sell never reached the broker: the engine sells it again",
+    Stage.DELETING: "its GTT was still active: deleting it before the exit's sell",
+}
+
+
+def reconcile_note(old: LegWork, new: LegWork, leg: Leg | None) -> str | None:
+    """One line on what settling a leg against the broker did to it, or None (nothing)."""
+    if new.stage is old.stage:
+        return None
+    if new.stage is Stage.CLOSED and leg is not None and leg.exit_price is not None:
+        when = leg.exit_time.astimezone(IST).strftime("%d %b %H:%M:%S IST") if leg.exit_time else ""
+        reason = leg.exit_reason.value if leg.exit_reason else "sold"
+        return (
+            f"{new.name}: sold while the app was away, {leg.qty} at {leg.exit_price:.2f} "
+            f"on {when} ({reason})"
+        )
+    if new.stage is Stage.PROTECTED and old.stage in (Stage.PLACE_CHECK, Stage.MODIFY_CHECK):
+        return f"{new.name}: its GTT is active at the broker with the triggers on record"
+    if old.stage is Stage.ENTERING and new.stage is not Stage.CANCELLED:
+        return f"{new.name}: its buy filled while the app was away: protecting it"
+    note = _NOTES.get(new.stage)
+    return f"{new.name}: {note}" if note else None

@@ -48,12 +48,13 @@ from Webapp.execution.leg_lifecycle import (
     Stage,
     transition,
 )
-from Webapp.execution.reconciliation import Reconciliation
+from Webapp.execution.reconciliation import Reconciliation, reconcile_note
 from Webapp.execution.signal_inputs import SignalCandles, snapshots
 from Webapp.execution.trading_view import SignalView, TradingState, TradingView
 from Webapp.market.calendar import MarketCalendar
 from Webapp.market.ltp_store import LTPStore
 from Webapp.states import ExitReason, IllegalTransition, LegState
+from Webapp.storage import audit
 from Webapp.storage.trading_models import Trade
 from Webapp.strategy.actions import Buy, Exit, ModifyGtt, RaiseStop, Skip
 from Webapp.strategy.ladder import (
@@ -136,6 +137,10 @@ class Trader(Desk):
         self.changed = True
         new, follow = self.effects.carry_out(ls, step)
         self._settle(ls, work, new)
+        if self.state is TradingState.RECONCILING:
+            note = reconcile_note(work, new, ls.ladder.leg(new.position))
+            if note is not None:
+                self.reconcile_notes[key] = note
         for event_after in follow:
             self.handle(key, event_after)
         after = self.work(key)
@@ -438,9 +443,20 @@ class Trader(Desk):
             return  # failed meanwhile (a leg's event refused during the settlement)
         legs = sum(len(ls.live_positions()) for ls in self.ladders.values())
         self._next_scan = None
-        self.controls.reconciled(
-            f"reconciled with the broker: {len(self.ladders)} ladders, {legs} live legs"
-        )
+        message = f"reconciled with the broker: {len(self.ladders)} ladders, {legs} live legs"
+        self.reconciled = tuple(self.reconcile_notes.values())
+        if self.reconciled:
+            count = len(self.reconciled)
+            message += f"; {count} {'leg' if count == 1 else 'legs'} settled (listed below)"
+            self.journal.write(
+                audit.record,
+                "system",
+                "engine_reconcile",
+                ok=True,
+                message="; ".join(self.reconciled),
+                account=self.account,
+            )
+        self.controls.reconciled(message)
 
     def start_reconcile(self) -> None:
         self.reconciliation.start()

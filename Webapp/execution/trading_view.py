@@ -105,6 +105,8 @@ class TradingView:
     orders: tuple[OrderView, ...] = ()  # most recent first
     errors: tuple[ErrorView, ...] = ()  # most recent first
     updated_at: datetime | None = None
+    # What the last start-up reconciliation did, leg by leg (sold while away, GTT replaced…)
+    reconciled: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -195,6 +195,7 @@ def trading_panel(runtime: Runtime | None) -> dict:
             {"at": ist(e.at, "%H:%M:%S"), "message": scrub(e.message)}
             for e in view.errors[:RECENT_ERRORS]
         ],
+        "reconciled": [scrub(note) for note in view.reconciled],
     }
 
 

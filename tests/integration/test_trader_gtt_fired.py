@@ -10,6 +10,7 @@ from tests.trading_rig import make_rig
 from Webapp.broker.base import GttState, OrderType
 from Webapp.execution import gateway as gw
 from Webapp.states import ExitReason, GttIntentState, LegState
+from Webapp.storage import audit
 
 
 def test_no_leg_is_added_on_the_price_that_sells_p1_at_its_target(tmp_path):
@@ -108,3 +109,11 @@ def test_a_leg_sold_by_its_gtt_while_the_app_was_down_closes_at_the_brokers_fill
     assert row.exit_time == sold_at  # the broker's fill, not the restart
     (order,) = [o for o in rig.trader.orders_log if o.side == "SELL"]
     assert order.at == sold_at
+    # What reconciliation did is shown leg by leg, and kept in the audit log.
+    note = "INFY P1: sold while the app was away, 3 at 974.50 on 25 Nov 10:05:00 IST (stop_gtt)"
+    view = rig.trader.build_view()
+    assert view.reconciled == (note,)
+    assert view.detail.endswith("; 1 leg settled (listed below)")
+    with rig.sessions() as s:
+        (entry,) = [e for e in audit.recent(s) if e.action == "engine_reconcile"]
+    assert entry.detail["message"] == note

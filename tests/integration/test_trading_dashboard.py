@@ -230,3 +230,17 @@ def test_dashboard_loads_the_trading_script(admin_client, built_runtime):
     page = admin_client.get("/").text
     assert "/static/js/trading.js" in page
     assert admin_client.get("/static/js/trading.js").status_code == 200
+
+
+def test_what_the_last_reconciliation_did_is_listed_leg_by_leg(admin_client, built_runtime):
+    note = "INFY P1: sold while the app was away, 3 at 974.50 on 25 Nov 10:05:00 IST (stop_gtt)"
+    show(built_runtime, replace(sample_view(), reconciled=(note,)))
+    page = admin_client.get("/").text
+    listed = re.search(
+        r'<details class="reconciled" id="reconciled" open>(.*?)</details>', page, re.S
+    )
+    assert listed, "no reconciliation list"
+    assert "settled 1 leg" in listed[1]
+    assert f"<li>{note}</li>" in listed[1]
+    show(built_runtime, sample_view())
+    assert 'id="reconciled"' not in admin_client.get("/").text  # nothing to say: no list
