@@ -19,6 +19,7 @@ from Webapp.broker.base import Broker
 from Webapp.broker.paper import PaperBroker
 from Webapp.config.params import Params
 from Webapp.execution.clock import Clock
+from Webapp.execution.controls import ParamsLoader
 from Webapp.execution.inline import InlineDriver, InlineGateway
 from Webapp.execution.signal_inputs import SignalCandles
 from Webapp.execution.trader import Submit, Trader, TraderConfig
@@ -35,9 +36,6 @@ class Driver(StrEnum):
     LIVE = "live"  # KiteBroker; the exchange fires GTTs and fills orders
     PAPER = "paper"  # PaperBroker on live, simulated or replayed prices
     BACKTEST = "backtest"  # PaperBroker on candles replayed in simulated time
-
-
-ParamsLoader = Callable[[str | None], tuple[Params, str]]
 
 
 def build_trader(

@@ -150,14 +150,7 @@ def sell_order_seen(work: LegWork, event: SellOrderSeen) -> Step:
             replace(known, stage=Stage.CLOSED),
             [
                 *intents,
-                RecordExitFill(
-                    order.average_price,
-                    order.filled_quantity,
-                    filled_at(order, at),
-                    work.exit_tag,
-                    order.order_id,
-                    market=work.stage is Stage.SELLING_MARKET,
-                ),
+                exit_fill(order, at, work.exit_tag, market=work.stage is Stage.SELLING_MARKET),
             ],
         )
     if order.state.is_final and order.filled_quantity == 0:
@@ -238,16 +231,7 @@ def gtt_order_seen(work: LegWork, event: GttOrderSeen) -> Step:
     if order.state is OrderState.FILLED:
         return Step(
             replace(known, stage=Stage.CLOSED),
-            [
-                RecordExitFill(
-                    order.average_price,
-                    order.filled_quantity,
-                    filled_at(order, at),
-                    None,
-                    order.order_id,
-                    market=work.stage is Stage.GTT_SELLING_MARKET,
-                )
-            ],
+            [exit_fill(order, at, None, market=work.stage is Stage.GTT_SELLING_MARKET)],
         )
     if order.state.is_final and order.filled_quantity == 0:
         message = order.status_message or order.state.value
@@ -310,7 +294,15 @@ def tick(work: LegWork, event: Tick) -> Step:
     return ignore(work)
 
 
-def filled_at(order: Order, heard_at: datetime) -> datetime:
-    """When the broker filled the order (its own time), else when we heard of it: a leg
-    sold while the app was down closes at the fill, not at the restart."""
-    return order.updated_at or heard_at
+def exit_fill(order: Order, heard_at: datetime, tag: str | None, *, market: bool) -> RecordExitFill:
+    """The sale `order` made (ours with `tag`, or the GTT's own), at the broker's own fill
+    time when it gives one: a leg sold while the app was down closes at the fill, not at
+    the restart."""
+    return RecordExitFill(
+        order.average_price,
+        order.filled_quantity,
+        order.updated_at or heard_at,
+        tag,
+        order.order_id,
+        market=market,
+    )

@@ -179,8 +179,6 @@ def gtt_seen(work: LegWork, event: GttSeen) -> Step:
         return ignore(work)  # its order is known: that order's own updates decide
     if state is GttState.TRIGGERED and gtt is not None:
         # Certain whatever is in flight: a fired GTT never comes back.
-        if work.stage in (Stage.PLACING, Stage.PLACING_EXIT):
-            return ignore(work)  # not ours yet: its placement reply settles it first
         if work.stage in (Stage.PLACE_CHECK, Stage.PLACE_CHECK_EXIT):
             # Placed, then fired before we heard of it (say, across a restart).
             assert work.terms is not None and work.gtt_row_id is not None

@@ -90,10 +90,10 @@ CHECKING = frozenset(
     {Stage.PLACE_CHECK, Stage.PLACE_CHECK_EXIT, Stage.MODIFY_CHECK, Stage.DELETE_CHECK}
 )
 GTT_FIRED = frozenset({Stage.GTT_SELLING, Stage.GTT_SELLING_MARKET})
+# Stages whose GTT exists at the broker (or may, while its placement is being checked);
+# a placement still in flight is settled by its own reply, never by what a listing shows.
 HOLDS_GTT = frozenset(
     {
-        Stage.PLACING,
-        Stage.PLACING_EXIT,
         Stage.PROTECTED,
         Stage.MODIFYING,
         Stage.MODIFY_CHECK,

@@ -401,7 +401,7 @@ def work_from_row(trade: Trade) -> LegWork:
     exit_order = None
     for order in trade.orders:
         if order.side == "BUY":
-            base = _with(base, entry_order_id=order.broker_order_id)
+            base = replace(base, entry_order_id=order.broker_order_id)
         elif order.tag == trade.exit_tag:
             exit_order = order
     status = LegState(trade.status)
@@ -410,40 +410,36 @@ def work_from_row(trade: Trade) -> LegWork:
     gtt = live_gtt(trade)
     state = GttIntentState(gtt.state) if gtt is not None else None
     if gtt is not None:
-        base = _with(base, gtt_row_id=gtt.id, gtt_id=gtt.broker_gtt_id)
+        base = replace(base, gtt_row_id=gtt.id, gtt_id=gtt.broker_gtt_id)
     if state is GttIntentState.TRIGGERED:
-        return _with(base, stage=Stage.GTT_SELLING)
+        return replace(base, stage=Stage.GTT_SELLING)
     if state is GttIntentState.PENDING:
         assert gtt is not None
         terms = _terms(trade.symbol, trade, gtt, pending=False)
         exiting = status is LegState.PENDING_EXIT
         stage = Stage.PLACE_CHECK_EXIT if exiting else Stage.PLACE_CHECK
-        return _with(base, stage=stage, terms=terms)
+        return replace(base, stage=stage, terms=terms)
     if status is LegState.PENDING_EXIT:
         if state is not None:  # DELETING (or an exit written just before its delete)
-            return _with(base, stage=Stage.DELETE_CHECK)
+            return replace(base, stage=Stage.DELETE_CHECK)
         if exit_order is not None and trade.exit_tag:
             market = exit_order.order_type == "MARKET"
-            return _with(
+            return replace(
                 base,
                 stage=Stage.SELLING_MARKET if market else Stage.SELLING,
                 exit_tag=trade.exit_tag,
                 exit_order_id=exit_order.broker_order_id,
                 exit_since=exit_order.updated_at,
             )
-        return _with(base, stage=Stage.SELL_RETRY)
+        return replace(base, stage=Stage.SELL_RETRY)
     if state is GttIntentState.MODIFYING:
         assert gtt is not None
-        return _with(
+        return replace(
             base, stage=Stage.MODIFY_CHECK, terms=_terms(trade.symbol, trade, gtt, pending=True)
         )
     if state is GttIntentState.ACTIVE:
-        return _with(base, stage=Stage.PROTECTED)
-    return _with(base, stage=Stage.UNPROTECTED, gtt_row_id=None, gtt_id=None)
-
-
-def _with(work: LegWork, **changes: Any) -> LegWork:
-    return replace(work, **changes)
+        return replace(base, stage=Stage.PROTECTED)
+    return replace(base, stage=Stage.UNPROTECTED, gtt_row_id=None, gtt_id=None)
 
 
 def leg_from_row(trade: Trade, work: LegWork) -> Leg:

@@ -458,12 +458,6 @@ class Trader(Desk):
             )
         self.controls.reconciled(message)
 
-    def start_reconcile(self) -> None:
-        self.reconciliation.start()
-
-    def load_from_db(self) -> None:
-        self.reconciliation.load_from_db()
-
     @batched
     def on_command(self, cmd: Command) -> None:
         self.controls.on_command(cmd)
